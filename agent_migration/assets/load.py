@@ -1,0 +1,238 @@
+"""Load: create the target schema, then publish every table in one PostgreSQL transaction.
+
+`publish` stages each cleaned frame with COPY and merges it set-based into the app tables (see
+`postgres/merge.py`); the whole run's writes commit together or not at all.
+"""
+
+import json
+import time
+
+import dagster as dg
+import pandas as pd
+import psycopg2
+from psycopg2 import sql
+
+from agent_migration.assets.common import OWNERS, markdown_table, reject_reasons, table_schema
+from agent_migration.postgres import ddl, merge
+from agent_migration.resources import MigrationError, PostgresTarget, redact
+from agent_migration.rules import PAYLOAD, REJECT, SOURCE_KEY, Username
+from agent_migration.tables import SOURCE_TABLES, TARGET_TABLES, USERS, Table
+
+POOL = "postgres"
+REJECTED_ROWS = "rejected_rows"
+RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL)
+TRANSIENT = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+def fail(exc: Exception, target: PostgresTarget) -> dg.Failure:
+    """A clear, password-free failure; transient connection errors stay retryable."""
+    text = str(exc).strip() or type(exc).__name__
+    try:
+        text = redact(text, target.url())
+        where = target.describe()
+    except MigrationError:
+        where = "the target"
+    retry = isinstance(exc, TRANSIENT)
+    return dg.Failure(description=f"PostgreSQL at {where}: {redact(text)}", allow_retries=retry)
+
+
+@dg.asset(
+    group_name="load",
+    kinds={"postgres"},
+    owners=OWNERS,
+    pool=POOL,
+    retry_policy=RETRY,
+    description="The plan's 7 app tables with every index, and the `migration` bookkeeping schema (idempotent).",
+)
+def target_schema(context: dg.AssetExecutionContext, target: PostgresTarget) -> dg.MaterializeResult:
+    try:
+        with target.connect() as conn, conn.cursor() as cur:
+            merge.lock(cur, wait_s=600)
+            try:
+                created = ddl.ensure_schema(cur)
+            except ValueError as exc:
+                raise MigrationError(
+                    f"the target {target.describe()} already holds app tables of another shape: {exc}. "
+                    "Nothing was changed; migrate into an empty database or fix those tables."
+                ) from None
+            conn.commit()
+    except MigrationError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except psycopg2.Error as exc:
+        raise fail(exc, target) from None
+    where = target.describe()
+    if target.is_embedded:
+        context.log.info(
+            f"target: embedded PostgreSQL in {target.embedded_dir}; connect with: psql '{target.url().render_as_string(hide_password=True).replace('+psycopg2', '')}'"
+        )
+    else:
+        context.log.info(f"target: PostgreSQL at {where}")
+    return dg.MaterializeResult(
+        metadata={
+            "target": where,
+            "tables_created": dg.MetadataValue.json(created),
+            "tables": dg.MetadataValue.json([t.name for t in TARGET_TABLES]),
+        }
+    )
+
+
+def upstream(table: Table) -> list[str]:
+    """The assets a target table is computed from (for lineage in the graph)."""
+    if table.source:
+        return [f"clean_{table.name}", "derived_users"]
+    assets = {d.split(".")[0] for c in table.columns for d in c.derived_from}
+    return sorted({a if a == "derived_users" else f"clean_{a}" for a in assets}) or ["target_schema"]
+
+
+def column_lineage(table: Table) -> dg.TableColumnLineage:
+    deps: dict[str, list[dg.TableColumnDep]] = {}
+    for c in table.columns:
+        found = [dg.TableColumnDep(f"raw_{table.source}", c.source)] if c.source else []
+        if isinstance(c.rule, Username):
+            found.append(dg.TableColumnDep("derived_users", "username"))
+        found += [dg.TableColumnDep(*d.split(".")) for d in c.derived_from]
+        if found:
+            deps[c.name] = found
+    return dg.TableColumnLineage(deps)
+
+
+def lineage_markdown(lineage: dg.TableColumnLineage) -> str:
+    rows = [
+        {"column": col, "from": ", ".join(f"{'/'.join(d.asset_key.path)}.{d.column_name}" for d in deps)}
+        for col, deps in lineage.deps_by_column.items()
+    ]
+    return markdown_table(rows, limit=100)
+
+
+SPECS = [
+    dg.AssetSpec(
+        t.name,
+        description=t.description,
+        group_name="load",
+        kinds={"postgres"},
+        owners=OWNERS,
+        deps=["target_schema", *upstream(t)],
+        metadata={"dagster/column_schema": table_schema(t), "dagster/table_name": f"public.{t.name}"},
+    )
+    for t in TARGET_TABLES
+] + [
+    dg.AssetSpec(
+        REJECTED_ROWS,
+        description="migration.rejected_rows: every source row that could not be loaded, with reason and payload.",
+        group_name="load",
+        kinds={"postgres"},
+        owners=OWNERS,
+        deps=["target_schema", "source_snapshot", *(f"clean_{t.name}" for t in SOURCE_TABLES)],
+    )
+]
+
+
+def loadable(table: Table, frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.loc[frame[REJECT].isna(), [c.name for c in table.migrated]]
+
+
+def rejected(table: Table, frame: pd.DataFrame, run_id: str) -> pd.DataFrame:
+    bad = frame[frame[REJECT].notna()]
+    return pd.DataFrame(
+        {
+            "source_table": table.source,
+            "source_key": bad[SOURCE_KEY],
+            "reason": bad[REJECT],
+            "payload": bad[PAYLOAD],
+            "run_id": run_id,
+        }
+    )
+
+
+@dg.multi_asset(
+    specs=SPECS,
+    ins={"source_snapshot": dg.AssetIn(), "derived_users": dg.AssetIn()}
+    | {f"clean_{t.name}": dg.AssetIn() for t in SOURCE_TABLES},
+    pool=POOL,
+    retry_policy=RETRY,
+    description="Stage every table with COPY and merge it into PostgreSQL in one transaction.",
+)
+def publish(
+    context: dg.AssetExecutionContext, target: PostgresTarget, source_snapshot: dict, derived_users, **clean
+):
+    started = time.monotonic()
+    frames = {USERS.name: derived_users} | {
+        t.name: loadable(t, clean[f"clean_{t.name}"]) for t in SOURCE_TABLES
+    }
+    columns = {USERS.name: {"id": "INTEGER", "username": "VARCHAR(255)"}}
+    columns |= {t.name: {c.name: c.pg_type for c in t.migrated} for t in SOURCE_TABLES}
+    rejects = pd.concat([rejected(t, clean[f"clean_{t.name}"], context.run_id) for t in SOURCE_TABLES])
+    stats = source_snapshot["stats"]
+    try:
+        with target.connect() as conn, conn.cursor() as cur:
+            merge.lock(cur, wait_s=600)
+            changes = merge.publish(cur, frames, columns, list(SOURCE_TABLES), rejects, context.log.info)
+            cur.execute("DELETE FROM migration.source_stats")
+            cur.executemany(
+                "INSERT INTO migration.source_stats (source_table, source_rows, sums, snapshot, run_id)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                [
+                    (t, s["rows"], json.dumps(s["sums"]), source_snapshot["path"], context.run_id)
+                    for t, s in stats.items()
+                ],
+            )
+            cur.execute(
+                "INSERT INTO migration.runs (run_id, snapshot, changes) VALUES (%s, %s, %s)"
+                " ON CONFLICT (run_id) DO UPDATE SET changes = EXCLUDED.changes, finished_at = now()",
+                (context.run_id, source_snapshot["path"], json.dumps(changes)),
+            )
+            conn.commit()
+            counts = table_counts(cur)
+    except merge.ConcurrentRun as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except MigrationError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except psycopg2.Error as exc:
+        raise fail(exc, target) from None
+    seconds = time.monotonic() - started
+    loaded = sum(len(f) for f in frames.values())
+    context.log.info(
+        f"published {loaded:,} rows in {seconds:.1f} s ({loaded / max(seconds, 1e-9):,.0f} rows/s)"
+    )
+    common = {
+        "target": target.describe(),
+        "source_backup": dg.MetadataValue.path(source_snapshot["path"]),
+        "load_seconds": round(seconds, 3),
+        "rows_per_second": round(loaded / max(seconds, 1e-9)),
+    }
+    by_source = {t.name: t for t in SOURCE_TABLES}
+    for table in TARGET_TABLES:
+        lineage = column_lineage(table)
+        meta = {
+            **common,
+            "dagster/row_count": counts[table.name],
+            "dagster/column_schema": table_schema(table),
+            "dagster/column_lineage": lineage,
+            "column_lineage": dg.MetadataValue.md(lineage_markdown(lineage)),
+            "changes": dg.MetadataValue.json(
+                changes.get(table.name, {"inserted": 0, "updated": 0, "deleted": 0})
+            ),
+        }
+        if table.name in by_source:
+            mine = rejects[rejects["source_table"] == table.source]
+            meta["rows_rejected"] = len(mine)
+            meta["rejected_by_reason"] = dg.MetadataValue.json(reject_reasons(mine["reason"]))
+        yield dg.MaterializeResult(asset_key=table.name, metadata=meta)
+    preview = rejects[["source_table", "source_key", "reason"]].head(10).to_dict("records")
+    yield dg.MaterializeResult(
+        asset_key=REJECTED_ROWS,
+        metadata={
+            **common,
+            "dagster/row_count": len(rejects),
+            "rejected_by_reason": dg.MetadataValue.json(reject_reasons(rejects["reason"])),
+            "rejected_preview": dg.MetadataValue.md(markdown_table(preview)),
+        },
+    )
+
+
+def table_counts(cur) -> dict[str, int]:
+    counts = {}
+    for table in TARGET_TABLES:
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(merge.target(table)))
+        counts[table.name] = cur.fetchone()[0]
+    return counts

@@ -1,0 +1,202 @@
+"""Verify: asset checks on every target table and a final report, all read from PostgreSQL.
+
+Per table: source rows = loaded + rejected (blocking: lost or duplicated rows fail the run), no orphan
+foreign keys, CHECKs hold, sums reconcile, the sequence is ahead of max(id); rejected rows alone warn.
+"""
+
+from collections.abc import Callable
+
+import dagster as dg
+import psycopg2
+
+from agent_migration.assets.common import OWNERS, markdown_table
+from agent_migration.assets.load import REJECTED_ROWS, fail
+from agent_migration.postgres import audit
+from agent_migration.resources import MigrationError, PostgresTarget
+from agent_migration.tables import MARKETPLACE_LISTINGS, SOURCE_TABLES, TARGET_TABLES, Table
+
+WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
+
+
+def _accounting(cur, table: Table, stats) -> dg.AssetCheckResult:
+    found = audit.accounting(cur, table, stats)
+    return dg.AssetCheckResult(passed=found["passed"], metadata={"table": table.name, **found})
+
+
+def _foreign_keys(cur, table: Table, stats) -> dg.AssetCheckResult:
+    found = audit.orphans(cur, table)
+    bad = {c: f for c, f in found.items() if f["sample_keys"]}
+    return dg.AssetCheckResult(
+        passed=not bad, metadata={"table": table.name, "orphans": dg.MetadataValue.json(found)}
+    )
+
+
+def _constraints(cur, table: Table, stats) -> dg.AssetCheckResult:
+    found = audit.constraint_breaks(cur, table)
+    bad = {c: keys for c, keys in found.items() if keys}
+    return dg.AssetCheckResult(
+        passed=not bad, metadata={"table": table.name, "breaking_keys": dg.MetadataValue.json(found)}
+    )
+
+
+def _sums(cur, table: Table, stats) -> dg.AssetCheckResult:
+    found = audit.sums(cur, table, stats)
+    return dg.AssetCheckResult(
+        passed=all(f["passed"] for f in found.values()),
+        metadata={"table": table.name, "totals": dg.MetadataValue.json(found)},
+    )
+
+
+def _sequence(cur, table: Table, stats) -> dg.AssetCheckResult:
+    found = audit.sequence_lag(cur, table)
+    return dg.AssetCheckResult(passed=found["passed"], metadata={"table": table.name, **found})
+
+
+def _rejects(cur, table: Table, stats) -> dg.AssetCheckResult:
+    count = audit.rejected_count(cur, table)
+    return dg.AssetCheckResult(
+        passed=count == 0,
+        severity=WARN,
+        metadata={
+            "table": table.name,
+            "rows_rejected": count,
+            "rejected_by_reason": dg.MetadataValue.json(audit.rejects_by_reason(cur, table)),
+            "rejected_sample": dg.MetadataValue.md(markdown_table(audit.reject_sample(cur, table))),
+        },
+    )
+
+
+def _listings(cur, table: Table, stats) -> dg.AssetCheckResult:
+    found = audit.listing_mismatches(cur)
+    passed = found["for_sale_without_one_listing"] == 0 and found["active_but_not_for_sale"] == 0
+    return dg.AssetCheckResult(passed=passed, metadata={"table": table.name, **found})
+
+
+Check = tuple[str, str, Callable, bool]  # name, description, evaluator, blocking
+
+
+def checks_for(table: Table) -> list[Check]:
+    found: list[Check] = []
+    if table.source:
+        found.append(
+            (
+                "row_accounting",
+                "Source rows = loaded rows + rejected rows; no rejected key twice.",
+                _accounting,
+                True,
+            )
+        )
+        found.append(
+            (
+                "rejected_rows",
+                "Warns when source rows were rejected; shows how many and why.",
+                _rejects,
+                False,
+            )
+        )
+    if table.foreign_keys:
+        found.append(("foreign_keys", "No foreign key points at a missing row.", _foreign_keys, False))
+    if any(c.check_sql or c.not_null for c in table.columns):
+        found.append(("constraints", "Every CHECK and NOT NULL of the plan holds.", _constraints, False))
+    if table.sums:
+        found.append(
+            (
+                "sums_reconcile",
+                f"Totals of {', '.join(table.sums)} reconcile: source = loaded + rejected.",
+                _sums,
+                False,
+            )
+        )
+    if table.serial:
+        found.append(
+            (
+                "sequence_ahead",
+                "The id sequence is ahead of max(id), so the app's next insert works.",
+                _sequence,
+                False,
+            )
+        )
+    if table is MARKETPLACE_LISTINGS:
+        found.append(
+            (
+                "listings_follow_agents",
+                "One active listing per agent for sale, at its price and owner.",
+                _listings,
+                False,
+            )
+        )
+    return found
+
+
+CHECKS = {(t.name, name): (t, fn) for t in TARGET_TABLES for name, _, fn, _ in checks_for(t)}
+SPECS = [
+    dg.AssetCheckSpec(name, asset=t.name, description=desc, blocking=blocking)
+    for t in TARGET_TABLES
+    for name, desc, _, blocking in checks_for(t)
+]
+
+
+@dg.multi_asset_check(
+    specs=SPECS, description="All checks of the migrated tables, in one PostgreSQL session."
+)
+def migration_checks(context: dg.AssetCheckExecutionContext, target: PostgresTarget):
+    lost = []
+    try:
+        with target.connect() as conn, conn.cursor() as cur:
+            conn.set_session(readonly=True)
+            stats = audit.source_stats(cur)
+            for (table_name, name), (table, fn) in CHECKS.items():
+                result = fn(cur, table, stats)
+                if name == "row_accounting" and not result.passed:
+                    lost.append(table_name)
+                yield dg.AssetCheckResult(
+                    asset_key=table_name,
+                    check_name=name,
+                    passed=result.passed,
+                    severity=result.severity,
+                    metadata=result.metadata,
+                )
+    except MigrationError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    except psycopg2.Error as exc:
+        raise fail(exc, target) from None
+    if lost:
+        raise dg.Failure(
+            description=f"rows lost or duplicated in: {', '.join(lost)} (see check row_accounting)"
+        )
+
+
+@dg.asset(
+    group_name="verify",
+    kinds={"postgres"},
+    owners=OWNERS,
+    deps=[t.name for t in TARGET_TABLES] + [REJECTED_ROWS],
+    description="The migration's final account: per table, source = loaded + rejected, and the totals.",
+)
+def migration_report(context: dg.AssetExecutionContext, target: PostgresTarget) -> dg.MaterializeResult:
+    try:
+        with target.connect() as conn, conn.cursor() as cur:
+            stats = audit.source_stats(cur)
+            rows = [{"table": t.name, **audit.accounting(cur, t, stats)} for t in SOURCE_TABLES]
+            derived = {t.name: audit.loaded_count(cur, t) for t in TARGET_TABLES if not t.source}
+            totals = {f"{t.name}.{k}": v for t in SOURCE_TABLES for k, v in audit.sums(cur, t, stats).items()}
+    except MigrationError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    except psycopg2.Error as exc:
+        raise fail(exc, target) from None
+    bad = [r["table"] for r in rows if not r["passed"]]
+    if bad:
+        raise dg.Failure(
+            description=f"rows lost or duplicated in {', '.join(bad)}",
+            metadata={"accounting": dg.MetadataValue.md(markdown_table(rows))},
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "accounting": dg.MetadataValue.md(markdown_table(rows)),
+            "derived_tables": dg.MetadataValue.json(derived),
+            "totals": dg.MetadataValue.json(totals),
+            "dagster/row_count": sum(r["loaded_rows"] for r in rows) + sum(derived.values()),
+            "rows_rejected": sum(r["rejected_rows"] for r in rows),
+            "target": target.describe(),
+        }
+    )

@@ -1,0 +1,189 @@
+"""Read-only queries that prove the migration in PostgreSQL, generated from the table specs.
+
+Used by the asset checks and the final report; each returns plain data (counts and a few keys).
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from psycopg2 import sql
+
+from agent_migration.postgres.merge import target
+from agent_migration.rules import Money
+from agent_migration.tables import Table
+
+SAMPLE_KEYS = 5
+_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)$"
+
+
+def scalar(cur, query, params=None):
+    cur.execute(query, params)
+    return cur.fetchone()[0]
+
+
+def source_stats(cur) -> dict[str, dict]:
+    cur.execute("SELECT source_table, source_rows, sums FROM migration.source_stats")
+    return {t: {"rows": n, "sums": s} for t, n, s in cur.fetchall()}
+
+
+def rejected_count(cur, table: Table) -> int:
+    return scalar(
+        cur, "SELECT count(*) FROM migration.rejected_rows WHERE source_table = %s", (table.source,)
+    )
+
+
+def loaded_count(cur, table: Table) -> int:
+    return scalar(cur, sql.SQL("SELECT count(*) FROM {}").format(target(table)))
+
+
+def accounting(cur, table: Table, stats: dict) -> dict:
+    """source rows = loaded rows + rejected rows, and rejected keys are not duplicated."""
+    source = stats.get(table.source, {}).get("rows")
+    loaded, rejected = loaded_count(cur, table), rejected_count(cur, table)
+    dup = scalar(
+        cur,
+        "SELECT count(*) - count(DISTINCT source_key) FROM migration.rejected_rows WHERE source_table = %s",
+        (table.source,),
+    )
+    return {
+        "source_rows": source,
+        "loaded_rows": loaded,
+        "rejected_rows": rejected,
+        "difference": None if source is None else source - loaded - rejected,
+        "duplicate_reject_keys": dup,
+        "passed": source is not None and source == loaded + rejected and dup == 0,
+    }
+
+
+def orphans(cur, table: Table) -> dict[str, dict]:
+    """Per foreign key column: rows pointing at a parent that does not exist, with a few of their keys."""
+    found = {}
+    for col in table.foreign_keys:
+        parent, parent_col = col.references.rstrip(")").split("(")
+        query = sql.SQL(
+            "SELECT c.{key} FROM {t} AS c WHERE c.{col} IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM {p} AS p WHERE p.{pc} = c.{col}) LIMIT %s"
+        ).format(
+            key=sql.Identifier(table.key),
+            t=target(table),
+            col=sql.Identifier(col.name),
+            p=sql.SQL("public.{}").format(sql.Identifier(parent)),
+            pc=sql.Identifier(parent_col),
+        )
+        cur.execute(query, (SAMPLE_KEYS,))
+        found[col.name] = {"sample_keys": [r[0] for r in cur.fetchall()]}
+    return found
+
+
+def constraint_breaks(cur, table: Table) -> dict[str, list]:
+    """Per column with a CHECK or NOT NULL: keys of rows that break it (PostgreSQL enforces them; we re-prove)."""
+    found = {}
+    for col in table.columns:
+        conds = []
+        if col.check_sql:
+            conds.append(sql.SQL("NOT ({})").format(sql.SQL(col.check_sql)))
+        if col.not_null:
+            conds.append(sql.SQL("{} IS NULL").format(sql.Identifier(col.name)))
+        if not conds:
+            continue
+        cur.execute(
+            sql.SQL("SELECT {key} FROM {t} WHERE {cond} LIMIT %s").format(
+                key=sql.Identifier(table.key), t=target(table), cond=sql.SQL(" OR ").join(conds)
+            ),
+            (SAMPLE_KEYS,),
+        )
+        found[col.name] = [r[0] for r in cur.fetchall()]
+    return found
+
+
+def sums(cur, table: Table, stats: dict) -> dict[str, dict]:
+    """Per reconciled column: the source total vs loaded + rejected totals (cents for money)."""
+    found = {}
+    for name in table.sums:
+        col = table.col(name)
+        scale = col.rule.scale if isinstance(col.rule, Money) else 0
+        loaded = scalar(
+            cur,
+            sql.SQL("SELECT COALESCE(sum({c}), 0) FROM {t}").format(c=sql.Identifier(name), t=target(table)),
+        )
+        cur.execute(
+            """
+            SELECT COALESCE(sum(CASE WHEN %(scale)s > 0 THEN round(v * 10 ^ %(scale)s) ELSE v END), 0) FROM (
+              SELECT CASE WHEN jsonb_typeof(payload -> %(col)s) = 'number'
+                            OR (jsonb_typeof(payload -> %(col)s) = 'string' AND payload ->> %(col)s ~ %(num)s)
+                          THEN (payload ->> %(col)s)::numeric END AS v
+              FROM migration.rejected_rows WHERE source_table = %(table)s) AS r
+            """,
+            {"scale": scale, "col": col.source, "num": _NUMBER, "table": table.source},
+        )
+        rejected = Decimal(cur.fetchone()[0])
+        loaded_units = (
+            (Decimal(loaded) * (10**scale)).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+            if scale
+            else Decimal(loaded)
+        )
+        source = Decimal(stats.get(table.source, {}).get("sums", {}).get(name, "NaN"))
+        found[name] = {
+            "unit": "cents" if scale else "units",
+            "source": str(source),
+            "loaded": str(loaded_units),
+            "rejected": str(rejected),
+            "passed": source == loaded_units + rejected,
+        }
+    return found
+
+
+def sequence_lag(cur, table: Table) -> dict | None:
+    """The SERIAL sequence's next value vs max(id): the app's next insert must not collide."""
+    col = table.serial
+    if col is None:
+        return None
+    seq = scalar(cur, "SELECT pg_get_serial_sequence(%s, %s)", (f"public.{table.name}", col.name))
+    cur.execute(
+        sql.SQL(
+            "SELECT (SELECT max({c}) FROM {t}), "
+            "(SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {s})"
+        ).format(c=sql.Identifier(col.name), t=target(table), s=sql.SQL(seq)),
+    )
+    max_id, next_value = cur.fetchone()
+    return {"max_id": max_id, "next_value": next_value, "passed": max_id is None or next_value > max_id}
+
+
+def listing_mismatches(cur) -> dict:
+    """Agents for sale without exactly one active listing at their price, and active listings of agents not for sale."""
+    missing = scalar(
+        cur,
+        """SELECT count(*) FROM agents a WHERE a.for_sale IS TRUE AND a.price IS NOT NULL AND
+           (SELECT count(*) FROM marketplace_listings l WHERE l.agent_id = a.id AND l.status = 'active'
+              AND l.price = a.price AND l.seller_id IS NOT DISTINCT FROM a.owner_id) <> 1""",
+    )
+    stale = scalar(
+        cur,
+        """SELECT count(*) FROM marketplace_listings l JOIN agents a ON a.id = l.agent_id
+           WHERE l.status = 'active' AND NOT (a.for_sale IS TRUE AND a.price IS NOT NULL)""",
+    )
+    unpriced = scalar(cur, "SELECT count(*) FROM agents WHERE for_sale IS TRUE AND price IS NULL")
+    return {
+        "for_sale_without_one_listing": missing,
+        "active_but_not_for_sale": stale,
+        "for_sale_without_price": unpriced,
+    }
+
+
+def rejects_by_reason(cur, table: Table, top: int = 10) -> dict[str, int]:
+    cur.execute(
+        """SELECT regexp_replace(regexp_replace(reason, ' \\(got .*?\\)(;|$)', '\\1', 'g'),
+                                 'agent \\d+, which', 'agent N, which', 'g'), count(*) FROM migration.rejected_rows
+           WHERE source_table = %s GROUP BY 1 ORDER BY 2 DESC LIMIT %s""",
+        (table.source, top),
+    )
+    return dict(cur.fetchall())
+
+
+def reject_sample(cur, table: Table, n: int = SAMPLE_KEYS) -> list[dict]:
+    cur.execute(
+        "SELECT source_key, reason FROM migration.rejected_rows WHERE source_table = %s ORDER BY source_key LIMIT %s",
+        (table.source, n),
+    )
+    return [{"source_key": k, "reason": r} for k, r in cur.fetchall()]

@@ -1,0 +1,150 @@
+"""The target schema, rendered from `tables.py`: the app tables exactly as the plan has them, plus the
+`migration` schema that holds rejected rows and bookkeeping. Creating it is idempotent."""
+
+from __future__ import annotations
+
+from psycopg2 import sql
+
+from agent_migration.tables import TARGET_TABLES, Col, Index, Table
+
+SCHEMA = "public"
+BOOKKEEPING = "migration"
+
+# The plan's SQL type -> what PostgreSQL's format_type() reports for it (to compare an existing table).
+_REPORTED = {
+    "SERIAL": "integer",
+    "INTEGER": "integer",
+    "TEXT": "text",
+    "JSONB": "jsonb",
+    "BOOLEAN": "boolean",
+    "TIMESTAMP": "timestamp without time zone",
+}
+
+
+def reported_type(col: Col) -> str:
+    t = col.sql_type
+    if t.startswith("VARCHAR("):
+        return "character varying" + t[len("VARCHAR") :]
+    if t.startswith("DECIMAL("):
+        return "numeric" + t[len("DECIMAL") :].replace(" ", "")
+    return _REPORTED[t]
+
+
+def column_sql(col: Col) -> sql.Composable:
+    parts = [sql.Identifier(col.name), sql.SQL(col.sql_type)]
+    if col.primary_key:
+        parts.append(sql.SQL("PRIMARY KEY"))
+    if col.references:
+        table, column = col.references.rstrip(")").split("(")
+        parts.append(sql.SQL("REFERENCES {}({})").format(sql.Identifier(table), sql.Identifier(column)))
+        if col.on_delete:
+            parts.append(sql.SQL("ON DELETE " + col.on_delete))
+    if col.unique:
+        parts.append(sql.SQL("UNIQUE"))
+    if col.not_null:
+        parts.append(sql.SQL("NOT NULL"))
+    if col.default is not None:
+        parts.append(sql.SQL("DEFAULT " + col.default))
+    if col.check_sql:
+        parts.append(sql.SQL("CHECK ({})").format(sql.SQL(col.check_sql)))
+    return sql.SQL(" ").join(parts)
+
+
+def create_table(table: Table) -> sql.Composable:
+    return sql.SQL("CREATE TABLE IF NOT EXISTS {}.{} (\n  {}\n)").format(
+        sql.Identifier(SCHEMA),
+        sql.Identifier(table.name),
+        sql.SQL(",\n  ").join(column_sql(c) for c in table.columns),
+    )
+
+
+def create_index(table: Table, index: Index) -> sql.Composable:
+    return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{}{} ({})").format(
+        sql.Identifier(index.name),
+        sql.Identifier(SCHEMA),
+        sql.Identifier(table.name),
+        sql.SQL(f" USING {index.using}" if index.using else ""),
+        sql.SQL(", ").join(map(sql.Identifier, index.columns)),
+    )
+
+
+def drop_index(index: Index) -> sql.Composable:
+    return sql.SQL("DROP INDEX IF EXISTS {}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(index.name))
+
+
+BOOKKEEPING_DDL = """
+CREATE SCHEMA IF NOT EXISTS migration;
+CREATE TABLE IF NOT EXISTS migration.rejected_rows (
+  source_table TEXT NOT NULL,
+  source_key TEXT,
+  reason TEXT NOT NULL,
+  payload JSONB NOT NULL,
+  run_id TEXT,
+  rejected_at TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+);
+CREATE INDEX IF NOT EXISTS rejected_rows_table ON migration.rejected_rows (source_table);
+CREATE TABLE IF NOT EXISTS migration.source_stats (
+  source_table TEXT PRIMARY KEY,
+  source_rows BIGINT NOT NULL,
+  sums JSONB NOT NULL DEFAULT '{}',
+  snapshot TEXT,
+  run_id TEXT,
+  taken_at TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+);
+CREATE TABLE IF NOT EXISTS migration.runs (
+  run_id TEXT PRIMARY KEY,
+  finished_at TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+  snapshot TEXT,
+  changes JSONB NOT NULL
+);
+"""
+
+
+def existing_shape(cur) -> dict[str, dict[str, str]]:
+    """The app tables already in the target: table -> column -> format_type()."""
+    cur.execute(
+        """
+        SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped AND c.relname = ANY(%s)
+        """,
+        (SCHEMA, [t.name for t in TARGET_TABLES]),
+    )
+    shape: dict[str, dict[str, str]] = {}
+    for table, column, type_ in cur.fetchall():
+        shape.setdefault(table, {})[column] = type_
+    return shape
+
+
+def shape_differences(shape: dict[str, dict[str, str]]) -> list[str]:
+    """What differs between existing app tables and the plan (missing columns, wrong types)."""
+    problems = []
+    for table in TARGET_TABLES:
+        have = shape.get(table.name)
+        if have is None:
+            continue
+        for col in table.columns:
+            if col.name not in have:
+                problems.append(f"{table.name}.{col.name} is missing (expected {reported_type(col)})")
+            elif have[col.name] != reported_type(col):
+                problems.append(f"{table.name}.{col.name} is {have[col.name]}, expected {reported_type(col)}")
+    return problems
+
+
+def ensure_schema(cur) -> list[str]:
+    """Create what is missing; return the names of the app tables that were created by this call.
+
+    Refuses (ValueError listing the differences) when app tables exist with another shape: a user's
+    table is never dropped or altered.
+    """
+    shape = existing_shape(cur)
+    problems = shape_differences(shape)
+    if problems:
+        raise ValueError("; ".join(problems))
+    created = [t.name for t in TARGET_TABLES if t.name not in shape]
+    for table in TARGET_TABLES:
+        cur.execute(create_table(table))
+        for index in table.indexes:
+            cur.execute(create_index(table, index))
+    cur.execute(BOOKKEEPING_DDL)
+    return created

