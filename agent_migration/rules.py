@@ -53,7 +53,8 @@ def json_safe(value: object) -> object:
     bytes in hex plus a readable escaped rendering; NaN and infinities become strings.
     """
     if isinstance(value, bytes):
-        return {"$type": "blob", "hex": value.hex(), "text": value.decode("utf-8", "backslashreplace")}
+        text = value.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+        return {"$type": "blob", "hex": value.hex(), "text": text}
     if isinstance(value, str) and ("\x00" in value or _SURROGATES.search(value)):
         raw = value.encode("utf-8", "surrogateescape")
         text = raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")

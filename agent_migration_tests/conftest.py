@@ -1,0 +1,89 @@
+"""Shared fixtures: a real embedded PostgreSQL for the session, a fresh database per test, real SQLite files."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+import pytest
+
+from agent_migration import embedded
+from agent_migration.assets import extract, load, transform, verify
+from agent_migration.resources import PostgresTarget, SqliteSource
+
+MODULES = [extract, transform, load, verify]
+ASSETS = dg.load_assets_from_modules(MODULES)
+CHECKS = dg.load_asset_checks_from_modules(MODULES)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory) -> str:
+    """One embedded server for the whole session (the project's own default path), stopped at the end."""
+    data = tmp_path_factory.mktemp("pg") / "data"
+    url = embedded.ensure_database(data, "postgres")
+    yield url
+    embedded.stop(data)
+
+
+def _with_db(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture
+def new_database(pg_admin_url):
+    """A factory of fresh, empty databases on the session server; returns their URLs."""
+
+    def make() -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        conn = psycopg2.connect(pg_admin_url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        return _with_db(pg_admin_url, name)
+
+    return make
+
+
+@pytest.fixture
+def pg_url(new_database) -> str:
+    return new_database()
+
+
+def query(url: str, sql: str, params=None) -> list[tuple]:
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def resources(sqlite_path: Path, pg_url: str, tmp_path: Path) -> dict:
+    return {
+        "source": SqliteSource(path=str(sqlite_path), backup_dir=str(tmp_path / "backups")),
+        "target": PostgresTarget(database_url=pg_url),
+        "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "storage")),
+    }
+
+
+def run_migration(sqlite_path: Path, pg_url: str, tmp_path: Path, raise_on_error: bool = True):
+    """Materialize every asset and check of the project, in process, against real files and servers."""
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+        return dg.materialize(
+            [*ASSETS, *CHECKS],
+            resources=resources(sqlite_path, pg_url, tmp_path),
+            instance=instance,
+            raise_on_error=raise_on_error,
+        )
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_config(monkeypatch):
+    # Tests pass their source and target explicitly; a developer's environment must not leak in.
+    for var in ("DATABASE_URL", "SQLITE_PATH"):
+        monkeypatch.delenv(var, raising=False)
