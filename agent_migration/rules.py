@@ -375,10 +375,25 @@ class Money(Rule):
 # ---------------------------------------------------------------- tables
 
 
+def key_text(value: object) -> str | None:
+    """A source key as readable text: undecodable bytes as \\xNN, NUL as \\x00, a BLOB as x'hex'."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return f"x'{value.hex()}'"
+    if isinstance(value, str):
+        return (
+            value.encode("utf-8", "surrogateescape")
+            .decode("utf-8", "backslashreplace")
+            .replace("\x00", "\\x00")
+        )
+    return str(value)
+
+
 def source_key(table: Table, raw: pd.DataFrame) -> pd.Series:
     """The source primary key as text (the rowid when the key itself is NULL)."""
     keys = raw[table.key_col.source]
-    text = keys.map(lambda v: None if v is None else json.dumps(json_safe(v), ensure_ascii=False).strip('"'))
+    text = keys.map(key_text)
     if "_rowid" in raw:
         text = text.where(keys.notna(), "rowid " + raw["_rowid"].astype(str))
     return text

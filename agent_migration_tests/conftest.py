@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -18,13 +20,21 @@ ASSETS = dg.load_assets_from_modules(MODULES)
 CHECKS = dg.load_asset_checks_from_modules(MODULES)
 
 
+def server_dir() -> Path:
+    """A folder for an embedded server outside pytest's private (0700) tmp tree: the server runs as its own user."""
+    path = Path(tempfile.mkdtemp(prefix="agent_migration_pg_"))
+    path.chmod(0o755)
+    return path
+
+
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory) -> str:
+def pg_admin_url() -> str:
     """One embedded server for the whole session (the project's own default path), stopped at the end."""
-    data = tmp_path_factory.mktemp("pg") / "data"
-    url = embedded.ensure_database(data, "postgres")
+    folder = server_dir()
+    url = embedded.ensure_database(folder / "data", "postgres")
     yield url
-    embedded.stop(data)
+    embedded.stop(folder / "data")
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _with_db(url: str, name: str) -> str:
@@ -32,20 +42,21 @@ def _with_db(url: str, name: str) -> str:
     return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
 
 
+def create_database(admin_url: str) -> str:
+    """A fresh, empty database on the session server; returns its URL."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return _with_db(admin_url, name)
+
+
 @pytest.fixture
 def new_database(pg_admin_url):
-    """A factory of fresh, empty databases on the session server; returns their URLs."""
-
-    def make() -> str:
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        conn = psycopg2.connect(pg_admin_url)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        conn.close()
-        return _with_db(pg_admin_url, name)
-
-    return make
+    """A factory of fresh, empty databases on the session server."""
+    return lambda: create_database(pg_admin_url)
 
 
 @pytest.fixture
@@ -73,7 +84,9 @@ def resources(sqlite_path: Path, pg_url: str, tmp_path: Path) -> dict:
 
 def run_migration(sqlite_path: Path, pg_url: str, tmp_path: Path, raise_on_error: bool = True):
     """Materialize every asset and check of the project, in process, against real files and servers."""
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+    home = tmp_path / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
         return dg.materialize(
             [*ASSETS, *CHECKS],
             resources=resources(sqlite_path, pg_url, tmp_path),

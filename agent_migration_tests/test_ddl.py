@@ -69,7 +69,9 @@ def test_schema_creation_is_idempotent_and_keeps_data(pg_url):
     apply(pg_url, ["INSERT INTO users (username) VALUES ('kept')"])
     assert ours(pg_url) == []
     assert query(pg_url, "SELECT username FROM users") == [("kept",)]
-    tables = query(pg_url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'migration'")
+    tables = query(
+        pg_url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'migration'"
+    )
     assert {t for (t,) in tables} == {"rejected_rows", "source_stats", "runs"}
 
 

@@ -14,7 +14,9 @@ from agent_migration.tables import SOURCE_TABLES, TARGET_TABLES
 
 # Any value SQLite can hand us: NULL, integers of any size, floats incl. NaN/inf, text incl. NUL and
 # undecodable bytes (surrogate-escaped, as extraction decodes them), and BLOBs.
-undecodable = st.binary(min_size=1, max_size=8).map(lambda b: (b"\xff" + b).decode("utf-8", "surrogateescape"))
+undecodable = st.binary(min_size=1, max_size=8).map(
+    lambda b: (b"\xff" + b).decode("utf-8", "surrogateescape")
+)
 sqlite_values = st.one_of(
     st.none(),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
@@ -23,14 +25,18 @@ sqlite_values = st.one_of(
     st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x2FF), max_size=300),
     undecodable,
     st.binary(max_size=16),
-    st.sampled_from(["", " ", "0", "1", "true", "F", "50.0", "2024-02-30 10:00:00", "2024-01-01T00:00:00Z", "{}"]),
+    st.sampled_from(
+        ["", " ", "0", "1", "true", "F", "50.0", "2024-02-30 10:00:00", "2024-01-01T00:00:00Z", "{}"]
+    ),
 )
 RULED = [(t, c) for t in TARGET_TABLES for c in t.columns if c.rule is not None]
 
 
 def run(rule: r.Rule, values: list, label: str = "t.c") -> pd.DataFrame:
     checked = rule.apply(pd.Series(values, dtype=object), label)
-    return pd.DataFrame({"raw": pd.Series(values, dtype=object), "value": checked.values, "why": checked.reasons})
+    return pd.DataFrame(
+        {"raw": pd.Series(values, dtype=object), "value": checked.values, "why": checked.reasons}
+    )
 
 
 def loaded(frame: pd.DataFrame) -> list:
@@ -45,7 +51,11 @@ def reasons(frame: pd.DataFrame) -> list:
 
 
 def test_integer_accepts_whole_numbers_and_rejects_the_rest():
-    f = run(r.Integer(0, 100), [None, 5, 50.0, "7", 50.5, "abc", 150, -1, 2**40, b"x", "a\x00", "\udcff"], "agents.energy")
+    f = run(
+        r.Integer(0, 100),
+        [None, 5, 50.0, "7", 50.5, "abc", 150, -1, 2**40, b"x", "a\x00", "\udcff"],
+        "agents.energy",
+    )
     assert loaded(f)[:4] == [None, 5, 50, 7]
     assert reasons(f)[:4] == [None] * 4
     why = reasons(f)[4:]
@@ -81,7 +91,9 @@ def test_timestamps_become_utc_wall_clock(raw, expected):
     assert loaded(f)[0].to_pydatetime() == expected
 
 
-@pytest.mark.parametrize("raw", ["yesterday", "12:34:56", "2024-02-30 10:00:00", "2024-03-01", 1.5, "2024-13-01 00:00:00", 10**20])
+@pytest.mark.parametrize(
+    "raw", ["yesterday", "12:34:56", "2024-02-30 10:00:00", "2024-03-01", 1.5, "2024-13-01 00:00:00", 10**20]
+)
 def test_anything_else_is_not_a_timestamp(raw):
     f = run(r.Timestamp(), [raw], "agents.created_at")
     assert loaded(f) == [None]
@@ -107,7 +119,10 @@ def test_json():
 
 
 def test_money_rounds_float_noise_and_rejects_sub_cent_precision():
-    f = run(r.Money(), [19.990000000000002, 0, 4.99, 99999999.99, 4.999, -5.0, None, 123456789.0, float("nan"), "abc"])
+    f = run(
+        r.Money(),
+        [19.990000000000002, 0, 4.99, 99999999.99, 4.999, -5.0, None, 123456789.0, float("nan"), "abc"],
+    )
     assert loaded(f)[:4] == [Decimal("19.99"), Decimal("0.00"), Decimal("4.99"), Decimal("99999999.99")]
     why = reasons(f)[4:]
     assert "not a whole cent" in why[0]
@@ -165,7 +180,11 @@ def within_target(col, value) -> bool:
         hi = rule.hi if rule.hi is not None else r.INT32_MAX
         return isinstance(value, int) and lo <= value <= hi
     if isinstance(rule, r.Text):
-        ok = isinstance(value, str) and "\x00" not in value and (rule.max_len is None or len(value) <= rule.max_len)
+        ok = (
+            isinstance(value, str)
+            and "\x00" not in value
+            and (rule.max_len is None or len(value) <= rule.max_len)
+        )
         value.encode("utf-8")  # raises on surrogates
         return ok and (not isinstance(rule, r.OneOf) or value in rule.choices)
     if isinstance(rule, r.Json):
@@ -173,9 +192,15 @@ def within_target(col, value) -> bool:
     if isinstance(rule, r.Boolean):
         return isinstance(value, bool)
     if isinstance(rule, r.Timestamp):
-        return isinstance(value, pd.Timestamp) and dt.datetime(1, 1, 1) <= value.to_pydatetime() <= dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
+        return isinstance(value, pd.Timestamp) and dt.datetime(
+            1, 1, 1
+        ) <= value.to_pydatetime() <= dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
     if isinstance(rule, r.Money):
-        return isinstance(value, Decimal) and Decimal(0) <= value < Decimal(10**8) and value == value.quantize(Decimal("0.01"))
+        return (
+            isinstance(value, Decimal)
+            and Decimal(0) <= value < Decimal(10**8)
+            and value == value.quantize(Decimal("0.01"))
+        )
     raise AssertionError(rule)
 
 
@@ -244,7 +269,11 @@ def test_clean_table_accounts_for_every_row(rows):
                 original = raw.at[i, name]
                 kept = payload[name]
                 if isinstance(kept, dict):
-                    expected = original if isinstance(original, bytes) else original.encode("utf-8", "surrogateescape")
+                    expected = (
+                        original
+                        if isinstance(original, bytes)
+                        else original.encode("utf-8", "surrogateescape")
+                    )
                     assert bytes.fromhex(kept["hex"]) == expected
                 elif isinstance(original, float) and original != original:
                     assert kept == "nan"
@@ -259,6 +288,11 @@ def test_derive_users_keeps_existing_ids_and_numbers_new_ones_after_the_sequence
     existing = pd.DataFrame({"id": [3, 7], "username": ["bob", "alice"]})
     refs = [pd.Series(["alice", "carol", "bob"], dtype=object), pd.Series(["  dave", "carol"], dtype=object)]
     users = r.derive_users(refs, existing, sequence=9)
-    assert dict(zip(users["username"], users["id"], strict=True)) == {"bob": 3, "alice": 7, "  dave": 10, "carol": 11}
+    assert dict(zip(users["username"], users["id"], strict=True)) == {
+        "bob": 3,
+        "alice": 7,
+        "  dave": 10,
+        "carol": 11,
+    }
     fresh = r.derive_users(refs, existing.iloc[0:0])
     assert list(fresh["id"]) == [1, 2, 3, 4]

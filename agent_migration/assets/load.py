@@ -42,6 +42,7 @@ def fail(exc: Exception, target: PostgresTarget) -> dg.Failure:
     owners=OWNERS,
     pool=POOL,
     retry_policy=RETRY,
+    deps=["source_snapshot"],  # a source that cannot be read fails the run before anything is written
     description="The plan's 7 app tables with every index, and the `migration` bookkeeping schema (idempotent).",
 )
 def target_schema(context: dg.AssetExecutionContext, target: PostgresTarget) -> dg.MaterializeResult:

@@ -1,0 +1,191 @@
+"""The whole graph, for real: a generated SQLite source with every messy case in, the embedded PostgreSQL out."""
+
+import sqlite3
+import time
+
+import pytest
+
+from agent_migration.rules import key_text
+from agent_migration.sample import write_sample
+from agent_migration.tables import BY_SOURCE, SOURCE_TABLES, TARGET_TABLES
+from agent_migration_tests.conftest import create_database, query, run_migration
+
+APP_TABLES = [t.name for t in TARGET_TABLES]
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory, pg_admin_url):
+    """One messy sample migrated once; the module's tests read the result."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    source = tmp / "db.sqlite"
+    cases = write_sample(source, scale="tiny", seed=7)
+    url = create_database(pg_admin_url)
+    result = run_migration(source, url, tmp, raise_on_error=False)
+    return {"source": source, "url": url, "cases": cases, "result": result, "tmp": tmp}
+
+
+def sqlite_rows(path, sql):
+    conn = sqlite3.connect(path)
+    conn.text_factory = bytes
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def dump(url) -> dict[str, list]:
+    """Every app table's content, by natural keys (usernames instead of surrogate user ids)."""
+    out = {}
+    for table in TARGET_TABLES:
+        cols = [c.name for c in table.columns if c.name not in ("created_at", "updated_at") or table.source]
+        out[table.name] = query(url, f"SELECT {', '.join(cols)} FROM {table.name} ORDER BY 1")
+    out["rejected_rows"] = query(
+        url,
+        "SELECT source_table, source_key, reason, payload::text FROM migration.rejected_rows ORDER BY 1, 2, 3",
+    )
+    return out
+
+
+def test_run_succeeds_and_only_reject_warnings_fail(migrated):
+    result = migrated["result"]
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) >= 25
+    failed = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed}
+    assert failed == {(t.name, "rejected_rows") for t in SOURCE_TABLES}
+    for e in evaluations:
+        if not e.passed:
+            assert e.severity.value == "WARN"
+            assert e.metadata["rows_rejected"].value > 0
+
+
+def test_source_rows_equal_loaded_plus_rejected(migrated):
+    for table in SOURCE_TABLES:
+        (source,) = sqlite_rows(migrated["source"], f"SELECT count(*) FROM {table.source}")[0]
+        (loaded,) = query(migrated["url"], f"SELECT count(*) FROM {table.name}")[0]
+        (rejected,) = query(
+            migrated["url"],
+            "SELECT count(*) FROM migration.rejected_rows WHERE source_table = %s",
+            (table.source,),
+        )[0]
+        assert source == loaded + rejected, table.name
+        assert rejected > 0, table.name
+
+
+def target_value(url, case):
+    table = BY_SOURCE[case.table]
+    col = next(c for c in table.columns if c.source == case.column)
+    if case.table == "user_balance":
+        where, key = "u.username = %s", case.key
+        rows = query(
+            url,
+            f"SELECT b.{col.name}, u.username FROM user_balance b JOIN users u ON u.id = b.user_id WHERE {where}",
+            (key,),
+        )
+        assert rows, case
+        return rows[0][1] if col.name == "user_id" else rows[0][0]
+    if col.references == "users(id)":
+        rows = query(
+            url,
+            f"SELECT u.username FROM {table.name} t LEFT JOIN users u ON u.id = t.{col.name} WHERE t.id = %s",
+            (case.key,),
+        )
+    else:
+        rows = query(url, f"SELECT {col.name} FROM {table.name} WHERE id = %s", (case.key,))
+    assert rows, f"{case} was not loaded"
+    return rows[0][0]
+
+
+def test_every_messy_case_ends_as_catalogued(migrated):
+    url = migrated["url"]
+    rejects = query(url, "SELECT source_table, source_key, reason, payload FROM migration.rejected_rows")
+    assert migrated["cases"], "the sample must plant messy cases"
+    for case in migrated["cases"]:
+        if case.outcome == "load":
+            value = target_value(url, case)
+            assert value == case.expected and type(value) is type(case.expected), (case, value)
+        else:
+            label = f"{case.table}.{case.column}"
+            mine = [r for r in rejects if r[0] == case.table and label in r[2]]
+            if case.key is not None:
+                mine = [r for r in mine if r[1] == key_text(case.key)]
+            assert mine, f"{case} not rejected (naming {label})"
+            table = BY_SOURCE[case.table]
+            assert set(mine[0][3]) == set(table.source_columns), "payload holds the whole source row"
+
+
+def test_source_ids_are_kept_and_sequences_are_ahead(migrated):
+    url = migrated["url"]
+    for table in SOURCE_TABLES:
+        if table.key != "id":
+            continue
+        source_ids = {r[0] for r in sqlite_rows(migrated["source"], f"SELECT id FROM {table.source}")}
+        loaded = {r[0] for r in query(url, f"SELECT id FROM {table.name}")}
+        rejected = {
+            int(r[0])
+            for r in query(
+                url, "SELECT source_key FROM migration.rejected_rows WHERE source_table = %s", (table.source,)
+            )
+        }
+        assert loaded | rejected == source_ids and not loaded & rejected
+        (nxt,) = query(url, f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id'))")[0]
+        assert nxt > max(loaded)
+
+
+def test_chat_messages_point_at_the_same_agents_as_in_sqlite(migrated):
+    source = dict(sqlite_rows(migrated["source"], "SELECT id, agent_id FROM chat_messages"))
+    loaded = query(migrated["url"], "SELECT id, agent_id FROM chat_messages")
+    assert loaded
+    assert all(source[i] == agent for i, agent in loaded)
+
+
+def _text(value):
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return None if value is None else str(value)
+
+
+def test_users_are_every_username_referenced_anywhere(migrated):
+    refs = sqlite_rows(
+        migrated["source"],
+        "SELECT owner FROM agents UNION ALL SELECT user_id FROM user_balance "
+        "UNION ALL SELECT user_id FROM payments UNION ALL SELECT user_id FROM chat_messages",
+    )
+    expected = set()
+    for (raw,) in refs:
+        name = _text(raw)
+        if name and name.strip() and "\x00" not in name and len(name) <= 255:
+            expected.add(name)
+    users = {u for (u,) in query(migrated["url"], "SELECT username FROM users")}
+    assert users == expected
+    only_in_chat = expected - {
+        _text(r[0]) for r in sqlite_rows(migrated["source"], "SELECT owner FROM agents")
+    }
+    assert only_in_chat, "users that own no agent are migrated too"
+
+
+def test_listings_are_one_active_per_agent_for_sale(migrated):
+    url = migrated["url"]
+    for_sale = set(query(url, "SELECT id, owner_id, price FROM agents WHERE for_sale AND price IS NOT NULL"))
+    listed = set(
+        query(url, "SELECT agent_id, seller_id, price FROM marketplace_listings WHERE status = 'active'")
+    )
+    assert for_sale and listed == for_sale
+    assert query(url, "SELECT count(*) FROM battles") == [(0,)]
+
+
+def test_a_second_run_leaves_the_target_identical_and_writes_nothing(migrated):
+    url = migrated["url"]
+    before = dump(url)
+    stats = "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables WHERE schemaname = 'public' ORDER BY 1"
+    writes_before = query(url, stats)
+    (agents,) = query(url, "SELECT count(*) FROM agents")[0]
+    assert ("agents", agents, 0, 0) in writes_before, "the first run's inserts are counted"
+    result = run_migration(migrated["source"], url, migrated["tmp"] / "again")
+    assert result.success
+    assert dump(url) == before
+    time.sleep(1.5)  # the writer's statistics are flushed when its backend ends
+    assert query(url, stats) == writes_before
