@@ -3,12 +3,14 @@
 import sqlite3
 import time
 
+import dagster as dg
+import psycopg2
 import pytest
 
 from agent_migration.rules import key_text
 from agent_migration.sample import write_sample
 from agent_migration.tables import BY_SOURCE, SOURCE_TABLES, TARGET_TABLES
-from agent_migration_tests.conftest import create_database, query, run_migration
+from agent_migration_tests.conftest import ASSETS, CHECKS, create_database, query, resources, run_migration
 
 APP_TABLES = [t.name for t in TARGET_TABLES]
 
@@ -189,3 +191,65 @@ def test_a_second_run_leaves_the_target_identical_and_writes_nothing(migrated):
     assert dump(url) == before
     time.sleep(1.5)  # the writer's statistics are flushed when its backend ends
     assert query(url, stats) == writes_before
+
+
+def test_lost_rows_fail_the_verification(tmp_path, pg_url):
+    source = tmp_path / "db.sqlite"
+    write_sample(source, scale="tiny", seed=11)
+    assert run_migration(source, pg_url, tmp_path).success
+    conn = psycopg2.connect(pg_url)
+    with conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM chat_messages WHERE id = (SELECT min(id) FROM chat_messages)")
+    conn.close()
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = dg.materialize(
+            [*ASSETS, *CHECKS],
+            selection=["migration_report"],
+            resources=resources(source, pg_url, tmp_path / "verify"),
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert any(
+        "rows lost or duplicated in chat_messages" in str(e.event_specific_data.error.message)
+        for e in failures
+    )
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        checked = dg.materialize(
+            [*ASSETS, *CHECKS],
+            selection=dg.AssetSelection.all_asset_checks(),
+            resources=resources(source, pg_url, tmp_path / "checks"),
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert not checked.success
+    accounting = [e for e in checked.get_asset_check_evaluations() if e.check_name == "row_accounting"]
+    bad = [e for e in accounting if not e.passed]
+    assert [e.asset_key.to_user_string() for e in bad] == ["chat_messages"]
+    assert bad[0].metadata["difference"].value == 1
+
+
+def test_timestamps_do_not_depend_on_the_machine_or_server_time_zone(tmp_path, pg_url, monkeypatch):
+    source = tmp_path / "db.sqlite"
+    cases = [
+        c
+        for c in write_sample(source, scale="tiny", seed=2)
+        if c.column == "created_at" and c.outcome == "load"
+    ]
+    (name,) = query(pg_url, "SELECT current_database()")[0]
+    conn = psycopg2.connect(pg_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"ALTER DATABASE {name} SET timezone TO 'Pacific/Kiritimati'")
+    conn.close()
+    monkeypatch.setenv("TZ", "America/St_Johns")
+    time.tzset()
+    try:
+        assert run_migration(source, pg_url, tmp_path).success
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert any(c.expected is not None for c in cases)
+    for case in cases:
+        assert target_value(pg_url, case) == case.expected, case
