@@ -30,4 +30,7 @@ defs = dg.Definitions(
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
     jobs=[jobs.migrate],
     resources=resources(),
+    # One process for the whole run: on 2 cores a process per step costs more than it parallelizes, and
+    # frames pass between steps in memory.
+    executor=dg.in_process_executor,
 )

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 if TYPE_CHECKING:
     from agent_migration.tables import Table
@@ -64,6 +66,43 @@ def json_safe(value: object) -> object:
     return value
 
 
+FACTORIZE_MIN_ROWS = 4096
+_SINGLE = {"string": str, "integer": int, "floating": float, "bytes": bytes}
+
+
+def kinds_of(raw: pd.Series) -> pd.Series:
+    """The Python type of each raw value (NoneType for NULL); C-speed when the column holds one type."""
+    single = _SINGLE.get(pd.api.types.infer_dtype(raw, skipna=True))
+    if single is None:
+        return raw.map(type)
+    kinds = pd.Series(np.full(len(raw), single, dtype=object), index=raw.index)
+    kinds[raw.isna()] = type(None)
+    kinds.attrs["single"] = True
+    return kinds
+
+
+def _repetitive(raw: pd.Series) -> bool:
+    """Whether a column repeats its values enough to check distinct values only (judged on a sample)."""
+    sample = raw.iloc[:: max(1, len(raw) // 2000)]
+    return sample.nunique(dropna=True) * 4 < len(sample)
+
+
+def text_flags(text: pd.Series) -> tuple[pd.Index, pd.Index]:
+    """Index labels of the strings holding a NUL, and of those holding undecodable bytes (surrogates).
+
+    Arrow converts clean text in C and refuses surrogates; only then are strings looked at one by one.
+    """
+    values = text.to_numpy(dtype=object)
+    try:
+        arrow = pa.array(values, type=pa.string())
+        bad = np.zeros(len(values), dtype=bool)
+    except (UnicodeEncodeError, pa.ArrowException):
+        bad = np.fromiter((bool(_SURROGATES.search(v)) for v in values), dtype=bool, count=len(values))
+        arrow = pa.array(np.where(bad, "", values), type=pa.string())
+    nul = pc.match_substring(arrow, "\x00").to_numpy(zero_copy_only=False)
+    return text.index[nul], text.index[bad]
+
+
 @dataclass(frozen=True)
 class Checked:
     """What a rule made of a column: target values, and a reason (None when fine) per row."""
@@ -81,30 +120,40 @@ class Rule:
     def apply(self, raw: pd.Series, label: str, column: str | None = None) -> Checked:
         """`label` names the source column in reasons ("agents.energy"); `column` the target one in CHECKs."""
         column = column or label.rsplit(".", 1)[-1]
-        kinds = raw.map(type)
+        kinds = kinds_of(raw)
+        if len(raw) >= FACTORIZE_MIN_ROWS and kinds.attrs.get("single") and _repetitive(raw):
+            # Few distinct values (roles, usernames, agent ids): check each once, then broadcast.
+            codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+            if 2 * len(uniques) < len(raw):
+                distinct = pd.Series([*uniques, None], dtype=object)
+                sub = self.apply(distinct, label, column)
+                at = np.where(codes < 0, len(uniques), codes)
+                return Checked(
+                    pd.Series(sub.values.array.take(at), index=raw.index),
+                    pd.Series(sub.reasons.to_numpy().take(at), index=raw.index, dtype=object),
+                )
         reasons = pd.Series(None, index=raw.index, dtype=object)
         is_str = kinds.eq(str)
         if is_str.any():
-            text = raw[is_str]
-            nul = text.str.contains("\x00", regex=False)
-            bad = text.str.contains(_SURROGATES)
-            reasons[nul[nul].index] = "contains a NUL character"
-            reasons[bad[bad].index] = "is not valid UTF-8 text"
+            nul, bad = text_flags(raw[is_str])
+            reasons[nul] = "contains a NUL character"
+            reasons[bad] = "is not valid UTF-8 text"
         blob = kinds.eq(bytes)
         reasons[blob] = f"is a BLOB, not {self.expects}"
         null = raw.isna()
-        if self.required:
+        if self.required and not isinstance(self, Username):  # a username's absence has its own reason
             reasons[null] = "is NULL but the target column is NOT NULL"
         todo = reasons.isna() & ~null
         values, why = self.convert(raw[todo], kinds[todo], column)
         reasons[why.index] = why
-        out = pd.Series(pd.array([None] * len(raw), dtype=values.dtype), index=raw.index)
-        ok = values.index.difference(why.dropna().index)
-        out[ok] = values[ok]
+        out = values.reindex(raw.index)
+        if len(why):
+            out[why.index] = None
         has = reasons.notna()
-        reasons[has] = [
-            f"{label}: {why} (got {show(v)})" for v, why in zip(raw[has], reasons[has], strict=True)
-        ]
+        if has.any():
+            reasons[has] = [
+                f"{label}: {w} (got {show(v)})" for v, w in zip(raw[has], reasons[has], strict=True)
+            ]
         return Checked(out, reasons)
 
     def convert(self, raw: pd.Series, kinds: pd.Series, column: str) -> tuple[pd.Series, pd.Series]:
@@ -147,15 +196,18 @@ class Integer(Rule):
     def convert(self, raw, kinds, column):
         values, reasons = _whole_numbers(raw, kinds)
         num = values.dropna()
-        over = num.map(lambda v: not INT32_MIN <= v <= INT32_MAX)
-        reasons[over[over].index] = "overflows a PostgreSQL INTEGER"
+        # Python ints of any size: compare as exact floats only where int64 cannot hold them.
+        big = num.map(lambda v: not -(2**62) <= v <= 2**62)
+        small = num[~big].astype("int64")
+        over = pd.concat([small[(small < INT32_MIN) | (small > INT32_MAX)], num[big]]).index
+        reasons[over] = "overflows a PostgreSQL INTEGER"
         if self.lo is not None or self.hi is not None:
             lo = self.lo if self.lo is not None else INT32_MIN
             hi = self.hi if self.hi is not None else INT32_MAX
-            out = num.map(lambda v: not lo <= v <= hi) & ~over
-            reasons[out[out].index] = f"breaks CHECK ({self.check_sql(column)})"
-        ok = reasons.isna()
-        return values[ok].astype("Int64").reindex(raw.index), reasons.dropna()
+            out = small[((small < lo) | (small > hi)) & (small >= INT32_MIN) & (small <= INT32_MAX)].index
+            reasons[out] = f"breaks CHECK ({self.check_sql(column)})"
+        ok = reasons.isna() & values.notna()
+        return small[small.index.isin(ok[ok].index)].astype("Int64").reindex(raw.index), reasons.dropna()
 
     def check_sql(self, column):
         parts = []
@@ -182,7 +234,7 @@ class Text(Rule):
         if self.max_len is not None:
             lengths = values[reasons.isna()].str.len()
             long = lengths[lengths > self.max_len]
-            reasons[long.index] = [f"{n} characters, longer than VARCHAR({self.max_len})" for n in long]
+            reasons[long.index] = [f"{int(n)} characters, longer than VARCHAR({self.max_len})" for n in long]
         return values.where(reasons.isna()).astype(object), reasons.dropna()
 
 
@@ -217,8 +269,7 @@ class Username(Text):
     expects = "a username"
 
     def apply(self, raw, label, column=None):
-        blank = raw.map(lambda v: isinstance(v, str) and not v.strip())
-        checked = Text(self.max_len, required=False).apply(raw.where(~blank, None), label, column)
+        checked = super().apply(raw, label, column)
         if self.required:
             missing = checked.values.isna() & checked.reasons.isna()
             checked.reasons[missing] = [
@@ -226,6 +277,13 @@ class Username(Text):
                 for v in raw[missing]
             ]
         return checked
+
+    def convert(self, raw, kinds, column):
+        blank = raw.map(lambda v: isinstance(v, str) and not v.strip())
+        kinds = kinds.copy()
+        kinds[blank] = type(None)
+        values, reasons = super().convert(raw.where(~blank), kinds, column)
+        return values.where(~blank), reasons
 
 
 def _strings_in(obj: object) -> bool:
@@ -315,6 +373,11 @@ class Timestamp(Rule):
             ok = ms[fits]
             values[ok.index] = pd.to_datetime(ok.astype("int64"), unit="ms").astype("datetime64[us]")
         text = text[~digits]
+        # Fast path for SQLite's own format (exactly 19 characters, so zero-padded); the rest is matched below.
+        plain = text[text.str.len() == 19]
+        parsed = pd.to_datetime(plain, format="%Y-%m-%d %H:%M:%S", errors="coerce").dropna()
+        values[parsed.index] = parsed.astype("datetime64[us]")
+        text = text.drop(parsed.index)
         shaped = text.str.match(_TIMESTAMP)
         reasons[text[~shaped].index] = "is not a timestamp (YYYY-MM-DD HH:MM:SS[.ffffff], ISO 8601 or epoch)"
         good = text[shaped]
@@ -393,7 +456,10 @@ def key_text(value: object) -> str | None:
 def source_key(table: Table, raw: pd.DataFrame) -> pd.Series:
     """The source primary key as text (the rowid when the key itself is NULL)."""
     keys = raw[table.key_col.source]
-    text = keys.map(key_text)
+    if pd.api.types.infer_dtype(keys, skipna=False) == "integer":
+        text = keys.astype("int64").astype(str).astype(object)
+    else:
+        text = keys.map(key_text)
     if "_rowid" in raw:
         text = text.where(keys.notna(), "rowid " + raw["_rowid"].astype(str))
     return text

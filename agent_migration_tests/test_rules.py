@@ -215,7 +215,12 @@ def test_every_value_is_loaded_within_the_target_or_rejected_with_a_reason(data)
         if isinstance(why, str):
             assert why.startswith(f"{table.name}.{col.source}: ")
             assert pd.isna(value)
-        elif raw is None or (isinstance(raw, str) and isinstance(col.rule, r.Username) and not raw.strip()):
+        elif (
+            raw is None
+            or raw != raw
+            or (isinstance(raw, str) and isinstance(col.rule, r.Username) and not raw.strip())
+        ):
+            # NULL (SQLite stores NaN as NULL too), or a blank username: no value, no reason
             empty = col.rule.empty if isinstance(col.rule, r.Json) else None
             assert (pd.isna(value) and empty is None) or value == empty
             assert not col.rule.required
