@@ -28,7 +28,8 @@ def resources() -> dict:
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(ASSET_MODULES),
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
-    jobs=[jobs.migrate],
+    jobs=[jobs.migrate, jobs.cutover],
+    schedules=[jobs.resync],
     resources=resources(),
     # One process for the whole run: on 2 cores a process per step costs more than it parallelizes, and
     # frames pass between steps in memory.

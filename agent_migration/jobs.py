@@ -1,11 +1,43 @@
-"""Jobs: `migrate` runs every asset and every check."""
+"""Jobs and the schedule: `migrate` (every asset and check), `cutover` (the last one), `resync`."""
 
-from __future__ import annotations
+import os
 
 import dagster as dg
+
+from agent_migration.assets.verify import CUTOVER_TAG
+from agent_migration.postgres import cutover as cutover_record
+from agent_migration.resources import PostgresTarget
+
+# Dagster's run queue can cap runs carrying this tag (see dagster.yaml); the advisory lock is the last guard.
+WRITER_TAG = {"agent_migration/writer": "postgres"}
 
 migrate = dg.define_asset_job(
     "migrate",
     selection=dg.AssetSelection.all(),
-    description="Snapshot the SQLite source, clean and remap every table, publish to PostgreSQL, verify.",
+    tags=WRITER_TAG,
+    description="Snapshot the SQLite source, clean and remap every table, publish to PostgreSQL, verify. "
+    "Re-running it re-syncs: only what changed is written.",
 )
+
+cutover = dg.define_asset_job(
+    "cutover",
+    selection=dg.AssetSelection.all(),
+    tags={**WRITER_TAG, CUTOVER_TAG: "true"},
+    description="A final re-sync with every check blocking, then the cutover is recorded in migration.cutover: "
+    "from then on migrate and the resync schedule refuse to write.",
+)
+
+
+@dg.schedule(
+    name="resync",
+    job=migrate,
+    cron_schedule=os.environ.get("RESYNC_CRON", "*/30 * * * *"),
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Re-sync PostgreSQL from the live SQLite source until cutover (off until turned on).",
+)
+def resync(context: dg.ScheduleEvaluationContext, target: PostgresTarget):
+    with target.connect() as conn, conn.cursor() as cur:
+        cut = cutover_record.recorded(cur)
+    if cut is not None:
+        return dg.SkipReason(f"no re-sync: {cutover_record.refusal(cut)}")
+    return dg.RunRequest()

@@ -169,6 +169,7 @@ class PostgresTarget(dg.ConfigurableResource):
     embedded_dir: str = Field(default=embedded.DEFAULT_DIR, description="Data folder of the embedded server.")
     statement_timeout_s: int = Field(default=900, description="Longest a single statement may run.")
     connect_timeout_s: int = Field(default=10, description="Longest wait for a connection.")
+    lock_wait_s: float = Field(default=600.0, description="Longest wait while another run writes the target.")
 
     def url(self) -> URL:
         raw = (

@@ -13,7 +13,7 @@ import psycopg2
 from psycopg2 import sql
 
 from agent_migration.assets.common import OWNERS, markdown_table, reject_reasons, table_schema
-from agent_migration.postgres import ddl, merge
+from agent_migration.postgres import cutover, ddl, merge
 from agent_migration.resources import MigrationError, PostgresTarget, redact
 from agent_migration.rules import PAYLOAD, REJECT, SOURCE_KEY, Username
 from agent_migration.tables import SOURCE_TABLES, TARGET_TABLES, USERS, Table
@@ -48,7 +48,8 @@ def fail(exc: Exception, target: PostgresTarget) -> dg.Failure:
 def target_schema(context: dg.AssetExecutionContext, target: PostgresTarget) -> dg.MaterializeResult:
     try:
         with target.connect() as conn, conn.cursor() as cur:
-            merge.lock(cur, wait_s=600)
+            merge.lock(cur, wait_s=target.lock_wait_s)
+            cutover.refuse_after_cutover(cur)
             try:
                 created = ddl.ensure_schema(cur)
             except ValueError as exc:
@@ -57,7 +58,7 @@ def target_schema(context: dg.AssetExecutionContext, target: PostgresTarget) -> 
                     "Nothing was changed; migrate into an empty database or fix those tables."
                 ) from None
             conn.commit()
-    except MigrationError as exc:
+    except (MigrationError, merge.ConcurrentRun, cutover.CutoverDone) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except psycopg2.Error as exc:
         raise fail(exc, target) from None
@@ -166,8 +167,13 @@ def publish(
     stats = source_snapshot["stats"]
     try:
         with target.connect() as conn, conn.cursor() as cur:
-            merge.lock(cur, wait_s=600)
+            merge.lock(cur, wait_s=target.lock_wait_s)
+            cutover.refuse_after_cutover(cur)
+            cur.execute("SELECT clock_timestamp() AT TIME ZONE 'UTC'")
+            locked_at = cur.fetchone()[0]
             changes = merge.publish(cur, frames, columns, list(SOURCE_TABLES), rejects, context.log.info)
+            for table in SOURCE_TABLES:
+                changes[table.name]["rejected"] = int((rejects["source_table"] == table.source).sum())
             cur.execute("DELETE FROM migration.source_stats")
             cur.executemany(
                 "INSERT INTO migration.source_stats (source_table, source_rows, sums, snapshot, run_id)"
@@ -178,15 +184,14 @@ def publish(
                 ],
             )
             cur.execute(
-                "INSERT INTO migration.runs (run_id, snapshot, changes) VALUES (%s, %s, %s)"
-                " ON CONFLICT (run_id) DO UPDATE SET changes = EXCLUDED.changes, finished_at = now()",
-                (context.run_id, source_snapshot["path"], json.dumps(changes)),
+                "INSERT INTO migration.runs (run_id, locked_at, snapshot, changes) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (run_id) DO UPDATE SET locked_at = EXCLUDED.locked_at, changes = EXCLUDED.changes,"
+                " finished_at = clock_timestamp() AT TIME ZONE 'UTC'",
+                (context.run_id, locked_at, source_snapshot["path"], json.dumps(changes)),
             )
             conn.commit()
             counts = table_counts(cur)
-    except merge.ConcurrentRun as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    except MigrationError as exc:
+    except (MigrationError, merge.ConcurrentRun, cutover.CutoverDone) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except psycopg2.Error as exc:
         raise fail(exc, target) from None

@@ -11,7 +11,7 @@ import psycopg2
 
 from agent_migration.assets.common import OWNERS, markdown_table
 from agent_migration.assets.load import REJECTED_ROWS, fail
-from agent_migration.postgres import audit
+from agent_migration.postgres import audit, cutover
 from agent_migration.resources import MigrationError, PostgresTarget
 from agent_migration.tables import MARKETPLACE_LISTINGS, SOURCE_TABLES, TARGET_TABLES, Table
 
@@ -166,37 +166,61 @@ def migration_checks(context: dg.AssetCheckExecutionContext, target: PostgresTar
         )
 
 
+CUTOVER_TAG = "agent_migration/cutover"
+
+
+def failing_audits(cur, stats) -> list[str]:
+    """Every check of every table that does not pass (reject warnings aside): what blocks a cutover."""
+    failed = []
+    for (table_name, name), (table, fn) in CHECKS.items():
+        if name != "rejected_rows" and not fn(cur, table, stats).passed:
+            failed.append(f"{table_name}.{name}")
+    return failed
+
+
 @dg.asset(
     group_name="verify",
     kinds={"postgres"},
     owners=OWNERS,
     deps=[t.name for t in TARGET_TABLES] + [REJECTED_ROWS],
-    description="The migration's final account: per table, source = loaded + rejected, and the totals.",
+    description="The migration's final account: per table, source = loaded + rejected, this run's changes.",
 )
 def migration_report(context: dg.AssetExecutionContext, target: PostgresTarget) -> dg.MaterializeResult:
+    cutting_over = context.run.tags.get(CUTOVER_TAG) == "true"
     try:
         with target.connect() as conn, conn.cursor() as cur:
             stats = audit.source_stats(cur)
             rows = [{"table": t.name, **audit.accounting(cur, t, stats)} for t in SOURCE_TABLES]
-            derived = {t.name: audit.loaded_count(cur, t) for t in TARGET_TABLES if not t.source}
+            counts = {t.name: audit.loaded_count(cur, t) for t in TARGET_TABLES}
             totals = {f"{t.name}.{k}": v for t in SOURCE_TABLES for k, v in audit.sums(cur, t, stats).items()}
+            changes = audit.last_run_changes(cur)
+            bad = [r["table"] for r in rows if not r["passed"]]
+            if bad:
+                raise dg.Failure(
+                    description=f"rows lost or duplicated in {', '.join(bad)}",
+                    metadata={"accounting": dg.MetadataValue.md(markdown_table(rows))},
+                )
+            if cutting_over:
+                failed = failing_audits(cur, stats)
+                if failed:
+                    raise dg.Failure(description=f"cutover refused: checks fail: {', '.join(failed)}")
+                cutover.record(cur, context.run_id, changes.get("snapshot"), counts)
+                conn.commit()
+                context.log.info("cutover recorded: migrate and the resync schedule will no longer write")
     except MigrationError as exc:
         raise dg.Failure(description=str(exc)) from None
     except psycopg2.Error as exc:
         raise fail(exc, target) from None
-    bad = [r["table"] for r in rows if not r["passed"]]
-    if bad:
-        raise dg.Failure(
-            description=f"rows lost or duplicated in {', '.join(bad)}",
-            metadata={"accounting": dg.MetadataValue.md(markdown_table(rows))},
-        )
+    change_rows = [{"table": t, **c} for t, c in changes.get("changes", {}).items()]
     return dg.MaterializeResult(
         metadata={
             "accounting": dg.MetadataValue.md(markdown_table(rows)),
-            "derived_tables": dg.MetadataValue.json(derived),
+            "changes_this_run": dg.MetadataValue.md(markdown_table(change_rows)),
+            "row_counts": dg.MetadataValue.json(counts),
             "totals": dg.MetadataValue.json(totals),
-            "dagster/row_count": sum(r["loaded_rows"] for r in rows) + sum(derived.values()),
+            "dagster/row_count": sum(counts.values()),
             "rows_rejected": sum(r["rejected_rows"] for r in rows),
             "target": target.describe(),
+            "cutover_recorded": cutting_over,
         }
     )

@@ -187,3 +187,10 @@ def reject_sample(cur, table: Table, n: int = SAMPLE_KEYS) -> list[dict]:
         (table.source, n),
     )
     return [{"source_key": k, "reason": r} for k, r in cur.fetchall()]
+
+
+def last_run_changes(cur) -> dict:
+    """The latest publish: its run id, source snapshot and per-table changes."""
+    cur.execute("SELECT run_id, snapshot, changes FROM migration.runs ORDER BY finished_at DESC LIMIT 1")
+    row = cur.fetchone()
+    return {} if row is None else {"run_id": row[0], "snapshot": row[1], "changes": row[2]}

@@ -93,9 +93,16 @@ CREATE TABLE IF NOT EXISTS migration.source_stats (
 );
 CREATE TABLE IF NOT EXISTS migration.runs (
   run_id TEXT PRIMARY KEY,
-  finished_at TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+  locked_at TIMESTAMP NOT NULL,
+  finished_at TIMESTAMP NOT NULL DEFAULT (clock_timestamp() AT TIME ZONE 'UTC'),
   snapshot TEXT,
   changes JSONB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS migration.cutover (
+  cut_at TIMESTAMP NOT NULL DEFAULT (clock_timestamp() AT TIME ZONE 'UTC'),
+  run_id TEXT NOT NULL,
+  source_backup TEXT,
+  row_counts JSONB NOT NULL
 );
 """
 
