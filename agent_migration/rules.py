@@ -13,7 +13,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, localcontext
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,6 +33,7 @@ _TIMESTAMP = re.compile(
     r"^(?P<date>\d{4}-\d{2}-\d{2})[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?P<tz>Z|[+-]\d{2}(?::?\d{2})?)?$"
 )
 _BOOLS = {"1": True, "0": False, "true": True, "false": False, "t": True, "f": False}
+EXACT = Context(prec=100_000, Emax=MAX_EMAX, Emin=MIN_EMIN)  # sums of any SQLite number, exactly
 EPOCH_MS_ABOVE = 10**11  # an epoch above this many seconds would be after year 5138: it is milliseconds
 _TS_MIN, _TS_MAX = pd.Timestamp("0001-01-01"), pd.Timestamp("9999-12-31 23:59:59.999999")
 
@@ -454,14 +455,16 @@ def key_text(value: object) -> str | None:
 
 
 def source_key(table: Table, raw: pd.DataFrame) -> pd.Series:
-    """The source primary key as text (the rowid when the key itself is NULL)."""
+    """The source primary key as text; with the rowid where the key is NULL or not unique, so it names one row."""
     keys = raw[table.key_col.source]
     if pd.api.types.infer_dtype(keys, skipna=False) == "integer":
         text = keys.astype("int64").astype(str).astype(object)
     else:
         text = keys.map(key_text)
-    if "_rowid" in raw:
-        text = text.where(keys.notna(), "rowid " + raw["_rowid"].astype(str))
+    ambiguous = text.isna() | text.duplicated(keep=False)
+    if "_rowid" in raw and ambiguous.any():
+        rowids = raw.loc[ambiguous, "_rowid"].astype(str)
+        text[ambiguous] = text[ambiguous].fillna("NULL") + " (rowid " + rowids + ")"
     return text
 
 
@@ -592,8 +595,9 @@ def sum_units(rule: Rule, values) -> Decimal:
     """The total of `values` in the column's unit: cents for money (half up, like PostgreSQL's round)."""
     total = Decimal(0)
     scale = getattr(rule, "scale", 0) if isinstance(rule, Money) else 0
-    for v in values:
-        n = numeric(v)
-        if n is not None:
-            total += n.scaleb(scale).quantize(Decimal(1), rounding=ROUND_HALF_UP) if scale else n
+    with localcontext(EXACT):
+        for v in values:
+            n = numeric(v)
+            if n is not None:
+                total += n.scaleb(scale).quantize(Decimal(1), rounding=ROUND_HALF_UP) if scale else n
     return total

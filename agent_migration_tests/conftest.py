@@ -29,13 +29,18 @@ def server_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url() -> str:
+def pg_server() -> Path:
     """One embedded server for the whole session (the project's own default path), stopped at the end."""
     folder = server_dir()
-    url = embedded.ensure_database(folder / "data", "postgres")
-    yield url
+    embedded.ensure_database(folder / "data", "postgres")
+    yield folder / "data"
     embedded.stop(folder / "data")
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(pg_server) -> str:
+    return embedded.ensure_database(pg_server, "postgres")
 
 
 def _with_db(url: str, name: str) -> str:

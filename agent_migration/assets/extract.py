@@ -8,7 +8,13 @@ import dagster as dg
 import pandas as pd
 
 from agent_migration.assets.common import OWNERS, frame_schema
-from agent_migration.resources import MigrationError, SqliteSource, check_source_shape, describe_source
+from agent_migration.resources import (
+    MigrationError,
+    SqliteSource,
+    check_source_shape,
+    describe_source,
+    sqlite_ident,
+)
 from agent_migration.rules import sum_units
 from agent_migration.tables import SOURCE_TABLES, Table
 
@@ -17,11 +23,11 @@ FETCH_ROWS = 100_000
 
 def source_stats(conn, table: Table) -> dict:
     """Row count and reconciliation totals, read straight from the snapshot (independent of the frames)."""
-    name = f'"{table.source}"'
+    name = sqlite_ident(table.source)
     stats: dict = {"rows": conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0], "sums": {}}
     for col_name in table.sums:
         col = table.col(col_name)
-        values = (v for (v,) in conn.execute(f'SELECT "{col.source}" FROM {name}'))
+        values = (v for (v,) in conn.execute(f"SELECT {sqlite_ident(col.source)} FROM {name}"))
         stats["sums"][col_name] = str(sum_units(col.rule, values))
     return stats
 
@@ -56,9 +62,10 @@ def source_snapshot(context: dg.AssetExecutionContext, source: SqliteSource) -> 
 def read_table(conn, table: Table, log=None) -> pd.DataFrame:
     """Every row of a source table with its rowid, values exactly as stored (object columns)."""
     columns = ["_rowid", *table.source_columns]
-    selected = ", ".join(["rowid", *(f'"{c}"' for c in table.source_columns)])
-    cursor = conn.execute(f'SELECT {selected} FROM "{table.source}" ORDER BY rowid')
-    total = conn.execute(f'SELECT count(*) FROM "{table.source}"').fetchone()[0]
+    selected = ", ".join(["rowid", *map(sqlite_ident, table.source_columns)])
+    name = sqlite_ident(table.source)
+    cursor = conn.execute(f"SELECT {selected} FROM {name} ORDER BY rowid")
+    total = conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
     rows: list = []
     while batch := cursor.fetchmany(FETCH_ROWS):
         rows.extend(batch)

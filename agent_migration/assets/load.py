@@ -10,6 +10,7 @@ import time
 import dagster as dg
 import pandas as pd
 import psycopg2
+import psycopg2.errors
 from psycopg2 import sql
 
 from agent_migration.assets.common import OWNERS, markdown_table, reject_reasons, table_schema
@@ -32,7 +33,8 @@ def fail(exc: Exception, target: PostgresTarget) -> dg.Failure:
         where = target.describe()
     except MigrationError:
         where = "the target"
-    retry = isinstance(exc, TRANSIENT)
+    # A dropped connection or a restarted server is worth another try; a statement timeout is not.
+    retry = isinstance(exc, TRANSIENT) and not isinstance(exc, psycopg2.errors.QueryCanceled)
     return dg.Failure(description=f"PostgreSQL at {where}: {redact(text)}", allow_retries=retry)
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 from psycopg2 import sql
 
 from agent_migration.assets.common import OWNERS, frame_schema, reject_metadata
-from agent_migration.postgres.ddl import SCHEMA
+from agent_migration.postgres import merge
 from agent_migration.resources import PostgresTarget
 from agent_migration.rules import (
     REJECT,
@@ -25,16 +25,14 @@ from agent_migration.tables import BY_NAME, SOURCE_TABLES, USERS, Table
 def read_existing_users(target: PostgresTarget) -> pd.DataFrame:
     """The target's current users (id, username) and the users sequence position, so ids never change."""
     with target.connect() as conn, conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT id, username FROM {}.{}").format(sql.Identifier(SCHEMA), sql.Identifier("users"))
-        )
-        rows = cur.fetchall()
-        cur.execute(
-            "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('public.users', 'id')), 0)"
-        )
-        last = cur.fetchone()[0]
+        cur.execute("SELECT to_regclass('public.users') IS NOT NULL")
+        if cur.fetchone()[0]:
+            cur.execute(sql.SQL("SELECT id, username FROM {}").format(merge.target(USERS)))
+            rows, nxt = cur.fetchall(), merge.next_id(cur, USERS)
+        else:  # a fresh target: target_schema creates the tables, nobody has an id yet
+            rows, nxt = [], 1
     existing = pd.DataFrame(rows, columns=["id", "username"]).astype({"id": "int64", "username": object})
-    existing.attrs["sequence"] = int(last)
+    existing.attrs["sequence"] = int(nxt) - 1
     return existing
 
 
@@ -44,7 +42,7 @@ def read_existing_users(target: PostgresTarget) -> pd.DataFrame:
     owners=OWNERS,
     description="Users derived from every username in the source (owners, balances, payments, chats).",
     ins={f"raw_{t.source}": dg.AssetIn() for t in SOURCE_TABLES},
-    deps=["target_schema"],
+    deps=["target_schema"],  # its checks (reachable target, right shape, no cutover) come first
 )
 def derived_users(context: dg.AssetExecutionContext, target: PostgresTarget, **raw: pd.DataFrame):
     existing = read_existing_users(target)

@@ -9,7 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from psycopg2 import sql
 
-from agent_migration.postgres.merge import target
+from agent_migration.postgres.merge import next_id, target
 from agent_migration.rules import Money
 from agent_migration.tables import Table
 
@@ -139,14 +139,8 @@ def sequence_lag(cur, table: Table) -> dict | None:
     col = table.serial
     if col is None:
         return None
-    seq = scalar(cur, "SELECT pg_get_serial_sequence(%s, %s)", (f"public.{table.name}", col.name))
-    cur.execute(
-        sql.SQL(
-            "SELECT (SELECT max({c}) FROM {t}), "
-            "(SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {s})"
-        ).format(c=sql.Identifier(col.name), t=target(table), s=sql.SQL(seq)),
-    )
-    max_id, next_value = cur.fetchone()
+    max_id = scalar(cur, sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(col.name), target(table)))
+    next_value = next_id(cur, table)
     return {"max_id": max_id, "next_value": next_value, "passed": max_id is None or next_value > max_id}
 
 

@@ -184,19 +184,30 @@ def sync_listings(cur) -> dict[str, int]:
     return counts
 
 
-def advance_sequence(cur, table: Table) -> None:
-    """Move the SERIAL sequence past the largest id (never backwards) so the app's next insert works."""
+def next_id(cur, table: Table) -> int | None:
+    """What the table's SERIAL sequence hands out next (None: no SERIAL column)."""
     col = table.serial
     if col is None:
-        return
+        return None
     cur.execute("SELECT pg_get_serial_sequence(%s, %s)", (f"{SCHEMA}.{table.name}", col.name))
-    seq = cur.fetchone()[0]
+    seq = sql.Identifier(*cur.fetchone()[0].split("."))
+    # After setval(..., false) the sequence has not been called: it hands out last_value itself.
+    cur.execute(
+        sql.SQL("SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {}").format(seq)
+    )
+    return cur.fetchone()[0]
+
+
+def advance_sequence(cur, table: Table) -> None:
+    """Move the SERIAL sequence past the largest id (never backwards) so the app's next insert works."""
+    nxt = next_id(cur, table)
+    if nxt is None:
+        return
     cur.execute(
         sql.SQL(
-            "SELECT setval(%(seq)s::regclass, GREATEST((SELECT COALESCE(max({c}), 0) FROM {t}),"
-            " COALESCE(pg_sequence_last_value(%(seq)s::regclass), 0)) + 1, false)"
-        ).format(c=sql.Identifier(col.name), t=target(table)),
-        {"seq": seq},
+            "SELECT setval(pg_get_serial_sequence(%s, %s), GREATEST((SELECT COALESCE(max({c}), 0) + 1 FROM {t}), %s), false)"
+        ).format(c=sql.Identifier(table.serial.name), t=target(table)),
+        (f"{SCHEMA}.{table.name}", table.serial.name, nxt),
     )
 
 
