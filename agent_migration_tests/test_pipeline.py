@@ -2,6 +2,7 @@
 
 import sqlite3
 import time
+from pathlib import Path
 
 import dagster as dg
 import psycopg2
@@ -253,3 +254,47 @@ def test_timestamps_do_not_depend_on_the_machine_or_server_time_zone(tmp_path, p
     assert any(c.expected is not None for c in cases)
     for case in cases:
         assert target_value(pg_url, case) == case.expected, case
+
+
+def _metadata(result, key: str) -> dict:
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(key)]
+    assert events, key
+    return {k: v.value if hasattr(v, "value") else v for k, v in events[-1].materialization.metadata.items()}
+
+
+def test_materializations_carry_what_a_migrator_needs(migrated):
+    result, url = migrated["result"], migrated["url"]
+    agents = _metadata(result, "agents")
+    (count,) = query(url, "SELECT count(*) FROM agents")[0]
+    assert agents["dagster/row_count"] == count
+    assert [c.name for c in agents["dagster/column_schema"].columns][:3] == ["id", "name", "owner_id"]
+    lineage = agents["dagster/column_lineage"].deps_by_column
+    assert {(d.asset_key.to_user_string(), d.column_name) for d in lineage["owner_id"]} == {
+        ("raw_agents", "owner"),
+        ("derived_users", "username"),
+    }
+    owner_line = next(
+        line for line in agents["column_lineage"].splitlines() if line.startswith("| owner_id |")
+    )
+    assert "raw_agents.owner" in owner_line and "derived_users.username" in owner_line
+    assert agents["load_seconds"] > 0 and agents["rows_per_second"] > 0
+    assert agents["rows_rejected"] > 0 and len(agents["rejected_by_reason"]) == 10  # the top 10 reasons
+    assert any(reason.startswith("agents.energy: breaks CHECK") for reason in agents["rejected_by_reason"])
+    assert agents["changes"]["inserted"] == count
+    assert "@" not in agents["target"]  # host:port/database, no credentials
+    assert agents["target"].endswith(f"/{url.split('?')[0].rsplit('/', 1)[1]}")
+    assert Path(agents["source_backup"]).exists()
+
+    clean = _metadata(result, "clean_chat_messages")
+    assert clean["rows_rejected"] > 0 and "| source_key | reason |" in clean["rejected_preview"]
+    assert any("names agent N, which is missing or rejected" in k for k in clean["rejected_by_reason"])
+    snapshot = _metadata(result, "source_snapshot")
+    assert Path(snapshot["backup_path"]).exists() and snapshot["rows_by_table"]["agents"] > 0
+    report = _metadata(result, "migration_report")
+    assert "| chat_messages |" in report["accounting"] and "| agents |" in report["changes_this_run"]
+
+    checks = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+    warn = checks[("payments", "rejected_rows")].metadata
+    assert warn["rows_rejected"].value > 0 and warn["table"].value == "payments"
+    assert any("payments.amount" in k for k in warn["rejected_by_reason"].value)
+    assert "source_key" in warn["rejected_sample"].value

@@ -244,6 +244,16 @@ def detach_for_bulk(cur, table: Table) -> list[sql.Composable]:
     return restore
 
 
+def progress(table: Table, log: Callable[[str], None]) -> Callable[[int, int], None]:
+    """Logs rows copied of total for large tables, so a user watching a long load sees it move."""
+
+    def report(done: int, total: int) -> None:
+        if total > 100_000:
+            log(f"{table.name}: copied {done:,} of {total:,} rows")
+
+    return report
+
+
 def publish(
     cur,
     frames: dict[str, pd.DataFrame],
@@ -267,10 +277,10 @@ def publish(
     for table in ordered:
         t0 = time.monotonic()
         if table in empty:
-            n = copy_frame(cur, target(table), frames[table.name], columns[table.name])
+            n = copy_frame(cur, target(table), frames[table.name], columns[table.name], progress(table, log))
             changes[table.name] = {"inserted": n, "updated": 0, "deleted": 0}
         else:
-            stage(cur, table, columns[table.name], frames[table.name])
+            stage(cur, table, columns[table.name], frames[table.name], progress(table, log))
             if table is USERS:
                 check_user_ids(cur)
             inserted, updated = upsert(cur, table, list(columns[table.name]))
