@@ -11,6 +11,16 @@ from agent_migration.assets import extract, load, transform, verify
 from agent_migration.resources import PostgresTarget, SqliteSource
 
 ASSET_MODULES = [extract, transform, load, verify]
+ASSETS = dg.load_assets_from_modules(ASSET_MODULES)
+
+
+def consumers() -> dict[str, int]:
+    """How many assets read each asset's value: the IO manager frees a frame once they all have it."""
+    counts: dict[str, int] = {}
+    for asset in ASSETS:
+        for key in set(asset.keys_by_input_name.values()):
+            counts[key.to_user_string()] = counts.get(key.to_user_string(), 0) + 1
+    return counts
 
 
 def resources() -> dict:
@@ -26,7 +36,7 @@ def resources() -> dict:
 
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules(ASSET_MODULES),
+    assets=ASSETS,
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
     jobs=[jobs.migrate, jobs.cutover],
     schedules=[jobs.resync],

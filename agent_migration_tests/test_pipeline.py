@@ -298,3 +298,25 @@ def test_materializations_carry_what_a_migrator_needs(migrated):
     assert warn["rows_rejected"].value > 0 and warn["table"].value == "payments"
     assert any("payments.amount" in k for k in warn["rejected_by_reason"].value)
     assert "source_key" in warn["rejected_sample"].value
+
+
+def test_one_asset_can_be_rematerialized_alone_from_the_kept_frames(migrated):
+    """A later run of one asset reads its inputs from disk: raw frames from the run's snapshot, others pickled."""
+    tmp = migrated["tmp"]
+    storage = tmp / "storage"
+    assert (storage / "raw_agents.snapshot.json").exists() and not (storage / "raw_agents.pickle").exists()
+    assert (storage / "derived_users.pickle").exists()
+    with dg.instance_for_test(temp_dir=str(tmp / "dagster_home")) as instance:
+        again = dg.materialize(
+            [*ASSETS, *CHECKS],
+            selection=["clean_agents"],
+            resources=resources(migrated["source"], migrated["url"], tmp),
+            instance=instance,
+        )
+    assert again.success
+    first = _metadata(migrated["result"], "clean_agents")
+    second = _metadata(again, "clean_agents")
+    assert (second["dagster/row_count"], second["rows_rejected"]) == (
+        first["dagster/row_count"],
+        first["rows_rejected"],
+    )

@@ -16,7 +16,7 @@ from agent_migration.resources import (
     sqlite_ident,
 )
 from agent_migration.rules import sum_units
-from agent_migration.tables import SOURCE_TABLES, Table
+from agent_migration.tables import BY_SOURCE, SOURCE_TABLES, Table
 
 FETCH_ROWS = 100_000
 
@@ -74,6 +74,15 @@ def read_table(conn, table: Table, log=None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns, dtype=object)
 
 
+def read_snapshot_table(path: str, table_name: str) -> pd.DataFrame:
+    """A raw frame read again from a run's snapshot (the snapshot is where raw frames are kept)."""
+    table = BY_SOURCE[table_name]
+    with SqliteSource(path=path).connect(path) as conn:
+        frame = read_table(conn, table)
+    frame.attrs.update(snapshot=path, source_table=table_name)
+    return frame
+
+
 def raw_asset(table: Table) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"raw_{table.source}",
@@ -88,6 +97,8 @@ def raw_asset(table: Table) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         with source.connect(source_snapshot["path"]) as conn:
             frame = read_table(conn, table, context.log.info)
+        # The IO manager keeps this pointer instead of a copy: the snapshot is immutable and kept.
+        frame.attrs.update(snapshot=source_snapshot["path"], source_table=table.source)
         return dg.MaterializeResult(
             value=frame,
             metadata={

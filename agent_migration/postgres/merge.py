@@ -295,6 +295,8 @@ def publish(
     t0 = time.monotonic()
     for statement in restore:
         cur.execute(statement)
+    for table in empty:  # fresh statistics, so the checks that follow plan with the real row counts
+        cur.execute(sql.SQL("ANALYZE {}").format(target(table)))
     if restore:
         log(f"rebuilt {len(restore)} indexes and foreign keys in {time.monotonic() - t0:.1f} s")
     listings = sync_listings(cur)
