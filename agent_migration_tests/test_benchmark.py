@@ -1,4 +1,4 @@
-"""The benchmark command end to end at `tiny` scale, so that it never rots (no timing assertions)."""
+"""The benchmark command end to end at `small` scale, as CI runs it, so that it never rots (no timing assertions)."""
 
 import json
 import os
@@ -20,7 +20,7 @@ def test_benchmark_runs_every_step_and_leaves_the_source_fully_migrated():
     # Outside pytest's 0700 tmp tree: as root, the embedded server runs as its own user.
     workdir = server_dir() / "bench"
     report_path = workdir.parent / "b.json"
-    args = ["--scale", "tiny", "--workdir", str(workdir), "--json", str(report_path), "--keep-server"]
+    args = ["--scale", "small", "--workdir", str(workdir), "--json", str(report_path), "--keep-server"]
     if shutil.which("pgloader") is None:
         args.append("--skip-pgloader")
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SQLITE_PATH")}
