@@ -61,6 +61,7 @@ def test_default_target_is_an_embedded_server_kept_in_the_working_directory():
         )
         url = run(["agent-migration-pg", "url"], tmp_path).stdout.strip()
         assert str(tmp_path / ".pgdata") in url
+        assert f"connect with: psql '{url}'" in done.stdout + done.stderr  # the logged URL works as it is
         assert query(url, "SELECT count(*) > 0 FROM chat_messages") == [(True,)]
     finally:
         embedded.stop(tmp_path / ".pgdata")

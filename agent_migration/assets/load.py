@@ -13,6 +13,7 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
+from agent_migration import embedded
 from agent_migration.assets.common import OWNERS, markdown_table, reject_reasons, table_schema
 from agent_migration.postgres import cutover, ddl, merge
 from agent_migration.resources import MigrationError, PostgresTarget, redact
@@ -66,9 +67,9 @@ def target_schema(context: dg.AssetExecutionContext, target: PostgresTarget) -> 
         raise fail(exc, target) from None
     where = target.describe()
     if target.is_embedded:
-        context.log.info(
-            f"target: embedded PostgreSQL in {target.embedded_dir}; connect with: psql '{target.url().render_as_string(hide_password=True).replace('+psycopg2', '')}'"
-        )
+        # The embedded server trusts local socket connections: its URL holds no secret.
+        url = embedded.ensure_database(target.embedded_dir)
+        context.log.info(f"target: embedded PostgreSQL in {target.embedded_dir}; connect with: psql '{url}'")
     else:
         context.log.info(f"target: PostgreSQL at {where}")
     return dg.MaterializeResult(
