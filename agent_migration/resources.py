@@ -30,7 +30,7 @@ class MigrationError(Exception):
     """A failure with a message meant for the person running the migration."""
 
 
-def _decode(raw: bytes) -> str:
+def decode_text(raw: bytes) -> str:
     # Undecodable bytes become lone surrogates, so the row rules can reject them and payloads keep them.
     return raw.decode("utf-8", "surrogateescape")
 
@@ -71,7 +71,7 @@ class SqliteSource(dg.ConfigurableResource):
         """A read-only connection to `path` (default: the source itself)."""
         target = Path(path or self.check_file()).resolve()
         conn = sqlite3.connect(f"file:{target}?mode=ro", uri=True, timeout=self.busy_timeout_s)
-        conn.text_factory = _decode
+        conn.text_factory = decode_text
         try:
             yield conn
         finally:

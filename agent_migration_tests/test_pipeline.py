@@ -201,6 +201,9 @@ def test_lost_rows_fail_the_verification(tmp_path, pg_url):
     conn = psycopg2.connect(pg_url)
     with conn, conn.cursor() as cur:
         cur.execute("DELETE FROM chat_messages WHERE id = (SELECT min(id) FROM chat_messages)")
+        cur.execute(
+            "UPDATE agents SET for_sale = FALSE WHERE id = (SELECT min(agent_id) FROM marketplace_listings)"
+        )
     conn.close()
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         result = dg.materialize(
@@ -229,6 +232,10 @@ def test_lost_rows_fail_the_verification(tmp_path, pg_url):
     bad = [e for e in accounting if not e.passed]
     assert [e.asset_key.to_user_string() for e in bad] == ["chat_messages"]
     assert bad[0].metadata["difference"].value == 1
+    listings = [e for e in checked.get_asset_check_evaluations() if e.check_name == "listings_follow_agents"][
+        0
+    ]
+    assert not listings.passed and listings.metadata["active_but_not_for_sale"].value == 1
 
 
 def test_timestamps_do_not_depend_on_the_machine_or_server_time_zone(tmp_path, pg_url, monkeypatch):

@@ -4,6 +4,8 @@ Raw frames keep every value exactly as SQLite stored it (object columns: None, i
 so the row rules see what the app wrote and rejected rows keep their true payload.
 """
 
+import sqlite3
+
 import dagster as dg
 import pandas as pd
 
@@ -12,6 +14,7 @@ from agent_migration.resources import (
     MigrationError,
     SqliteSource,
     check_source_shape,
+    decode_text,
     describe_source,
     sqlite_ident,
 )
@@ -60,7 +63,22 @@ def source_snapshot(context: dg.AssetExecutionContext, source: SqliteSource) -> 
 
 
 def read_table(conn, table: Table, log=None) -> pd.DataFrame:
-    """Every row of a source table with its rowid, values exactly as stored (object columns)."""
+    """Every row of a source table with its rowid, values exactly as stored (object columns).
+
+    Text is decoded by SQLite's C path; only a table holding bytes that are not UTF-8 is read again
+    with a decoder that keeps them (as surrogates), so the rules can reject them and payloads keep them.
+    """
+    conn.text_factory = str
+    try:
+        return _read(conn, table, log)
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    conn.text_factory = decode_text
+    return _read(conn, table, log)
+
+
+def _read(conn, table: Table, log=None) -> pd.DataFrame:
     columns = ["_rowid", *table.source_columns]
     selected = ", ".join(["rowid", *map(sqlite_ident, table.source_columns)])
     name = sqlite_ident(table.source)

@@ -4,6 +4,7 @@ Per table: source rows = loaded + rejected (blocking: lost or duplicated rows fa
 foreign keys, CHECKs hold, sums reconcile, the sequence is ahead of max(id); rejected rows alone warn.
 """
 
+import time
 from collections.abc import Callable
 
 import dagster as dg
@@ -146,7 +147,9 @@ def migration_checks(context: dg.AssetCheckExecutionContext, target: PostgresTar
             conn.set_session(readonly=True)
             stats = audit.source_stats(cur)
             for (table_name, name), (table, fn) in CHECKS.items():
+                started = time.monotonic()
                 result = fn(cur, table, stats)
+                context.log.debug(f"check {table_name}.{name}: {time.monotonic() - started:.2f} s")
                 if name == "row_accounting" and not result.passed:
                     lost.append(table_name)
                 yield dg.AssetCheckResult(

@@ -148,9 +148,11 @@ def listing_mismatches(cur) -> dict:
     """Agents for sale without exactly one active listing at their price, and active listings of agents not for sale."""
     missing = scalar(
         cur,
-        """SELECT count(*) FROM agents a WHERE a.for_sale IS TRUE AND a.price IS NOT NULL AND
-           (SELECT count(*) FROM marketplace_listings l WHERE l.agent_id = a.id AND l.status = 'active'
-              AND l.price = a.price AND l.seller_id IS NOT DISTINCT FROM a.owner_id) <> 1""",
+        """SELECT count(*) FROM agents a LEFT JOIN (
+             SELECT l.agent_id, count(*) AS n FROM marketplace_listings l JOIN agents g ON g.id = l.agent_id
+             WHERE l.status = 'active' AND l.price = g.price AND l.seller_id IS NOT DISTINCT FROM g.owner_id
+             GROUP BY l.agent_id) m ON m.agent_id = a.id
+           WHERE a.for_sale IS TRUE AND a.price IS NOT NULL AND COALESCE(m.n, 0) <> 1""",
     )
     stale = scalar(
         cur,
