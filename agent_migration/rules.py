@@ -117,6 +117,7 @@ class Rule:
 
     required: bool = False
     expects = "a value"
+    null_rejects = True  # False where a missing value has a reason of its own (usernames)
 
     def apply(self, raw: pd.Series, label: str, column: str | None = None) -> Checked:
         """`label` names the source column in reasons ("agents.energy"); `column` the target one in CHECKs."""
@@ -142,7 +143,7 @@ class Rule:
         blob = kinds.eq(bytes)
         reasons[blob] = f"is a BLOB, not {self.expects}"
         null = raw.isna()
-        if self.required and not isinstance(self, Username):  # a username's absence has its own reason
+        if self.required and self.null_rejects:
             reasons[null] = "is NULL but the target column is NOT NULL"
         todo = reasons.isna() & ~null
         values, why = self.convert(raw[todo], kinds[todo], column)
@@ -268,6 +269,7 @@ class Username(Text):
     max_len: int | None = 255
     required: bool = False
     expects = "a username"
+    null_rejects = False
 
     def apply(self, raw, label, column=None):
         checked = super().apply(raw, label, column)

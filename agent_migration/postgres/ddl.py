@@ -68,10 +68,6 @@ def create_index(table: Table, index: Index) -> sql.Composable:
     )
 
 
-def drop_index(index: Index) -> sql.Composable:
-    return sql.SQL("DROP INDEX IF EXISTS {}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(index.name))
-
-
 BOOKKEEPING_DDL = """
 CREATE SCHEMA IF NOT EXISTS migration;
 CREATE TABLE IF NOT EXISTS migration.rejected_rows (
