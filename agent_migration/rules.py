@@ -456,16 +456,17 @@ def key_text(value: object) -> str | None:
     return str(value)
 
 
-def source_key(table: Table, raw: pd.DataFrame) -> pd.Series:
-    """The source primary key as text; with the rowid where the key is NULL or not unique, so it names one row."""
+def source_key(table: Table, raw: pd.DataFrame, rows: pd.Index | None = None) -> pd.Series:
+    """The source primary key as text, for `rows` (default all); with the rowid where the key is NULL or
+    not unique, so that each text names one row."""
     keys = raw[table.key_col.source]
-    if pd.api.types.infer_dtype(keys, skipna=False) == "integer":
-        text = keys.astype("int64").astype(str).astype(object)
-    else:
-        text = keys.map(key_text)
-    ambiguous = text.isna() | text.duplicated(keep=False)
+    ambiguous = keys.isna() | keys.duplicated(keep=False)
+    if rows is not None:
+        keys, ambiguous = keys.loc[rows], ambiguous.loc[rows]
+    text = keys.map(key_text).astype(object)
+    ambiguous |= text.duplicated(keep=False)  # e.g. 1 and '1'
     if "_rowid" in raw and ambiguous.any():
-        rowids = raw.loc[ambiguous, "_rowid"].astype(str)
+        rowids = raw.loc[ambiguous[ambiguous].index, "_rowid"].astype(str)
         text[ambiguous] = text[ambiguous].fillna("NULL") + " (rowid " + rowids + ")"
     return text
 
@@ -501,7 +502,6 @@ def clean_table(table: Table, raw: pd.DataFrame) -> pd.DataFrame:
         checked = col.rule.apply(raw[col.source], f"{table.source}.{col.source}", col.name)
         out[col.name] = checked.values
         parts.append(checked.reasons)
-    out[SOURCE_KEY] = source_key(table, raw)
     reasons = combine_reasons(parts, raw.index)
     key = out[table.key]
     dup = key.notna() & key.duplicated(keep="first")
@@ -509,20 +509,23 @@ def clean_table(table: Table, raw: pd.DataFrame) -> pd.DataFrame:
         label = f"{table.source}.{table.key_col.source}"
         why = pd.Series(f"{label}: duplicate source key", index=key[dup].index)
         reasons = combine_reasons([reasons, why], raw.index)
-    return with_rejects(out, reasons, raw, table.source_columns)
+    return with_rejects(out, reasons, raw, table)
 
 
-def with_rejects(
-    out: pd.DataFrame, reasons: pd.Series, raw: pd.DataFrame, columns: list[str]
-) -> pd.DataFrame:
-    """Set `_reject` (joining any earlier reasons) and `_payload` for the rejected rows."""
+def with_rejects(out: pd.DataFrame, reasons: pd.Series, raw: pd.DataFrame, table: Table) -> pd.DataFrame:
+    """Set `_reject` (joining any earlier reasons), and `_source_key` and `_payload` for the rejected rows.
+
+    Keys and payloads are built for rejected rows only: loaded rows keep their key in the target.
+    """
     if REJECT in out:
         reasons = combine_reasons([out[REJECT], reasons], out.index)
     out[REJECT] = reasons
     rejected = reasons.notna()
+    out[SOURCE_KEY] = pd.Series(None, index=out.index, dtype=object)
     out[PAYLOAD] = pd.Series(None, index=out.index, dtype=object)
     if rejected.any():
-        out.loc[rejected, PAYLOAD] = payload(raw[rejected], columns)
+        out.loc[rejected, SOURCE_KEY] = source_key(table, raw, out.index[rejected])
+        out.loc[rejected, PAYLOAD] = payload(raw[rejected], table.source_columns)
     return out
 
 
@@ -568,16 +571,17 @@ def remap_users(table: Table, clean: pd.DataFrame, users: pd.DataFrame) -> pd.Da
 
 
 def reject_missing_parents(
-    clean: pd.DataFrame, column: str, parents: pd.Series, label: str, raw: pd.DataFrame, columns: list[str]
+    clean: pd.DataFrame, column: str, parents: pd.Series, table: Table, raw: pd.DataFrame
 ) -> pd.DataFrame:
     """Reject rows whose `column` names a parent id not in `parents` (missing or rejected in the source)."""
+    label = f"{table.source}.{table.col(column).source}"
     ids = clean[column]
     orphan = ids.notna() & ~ids.isin(parents) & clean[REJECT].isna()
     reasons = pd.Series(None, index=clean.index, dtype=object)
     reasons[orphan] = [
         f"{label}: names agent {v}, which is missing or rejected (got {v})" for v in ids[orphan]
     ]
-    return with_rejects(clean.copy(), reasons, raw, columns)
+    return with_rejects(clean.copy(), reasons, raw, table)
 
 
 def numeric(value: object) -> Decimal | None:

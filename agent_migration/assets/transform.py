@@ -90,9 +90,7 @@ def clean_asset(table: Table) -> dg.AssetsDefinition:
             if col.references and (parent := col.references.split("(")[0]) != USERS.name:
                 parent_frame = loaded[f"clean_{parent}"]
                 ok = parent_frame.loc[parent_frame[REJECT].isna(), BY_NAME[parent].key]
-                frame = reject_missing_parents(
-                    frame, col.name, ok, f"{table.source}.{col.source}", raw, table.source_columns
-                )
+                frame = reject_missing_parents(frame, col.name, ok, table, raw)
         meta = reject_metadata(frame)
         context.log.info(f"{table.source}: {len(frame):,} rows, {meta['rows_rejected'].value:,} rejected")
         return dg.MaterializeResult(
