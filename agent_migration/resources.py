@@ -196,9 +196,9 @@ class PostgresTarget(dg.ConfigurableResource):
         # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; this project ships psycopg2.
         return url.set(drivername="postgresql+psycopg2")
 
-    def describe(self) -> str:
-        """Host, port and database of the target, never the password."""
-        url = self.url()
+    def describe(self, url: URL | None = None) -> str:
+        """Host, port and database of the target (of `url`, if given), never the password."""
+        url = url or self.url()
         host = url.host or url.query.get("host") or "localhost"
         return f"{host}:{url.port or 5432}/{url.database}"
 
@@ -223,7 +223,7 @@ class PostgresTarget(dg.ConfigurableResource):
             raw = engine.raw_connection()
         except Exception as exc:  # noqa: BLE001 - every driver error becomes one clear message
             detail = redact(str(getattr(exc, "orig", exc)).strip().splitlines()[0], url)
-            raise MigrationError(f"Cannot connect to PostgreSQL at {self.describe()}: {detail}") from None
+            raise MigrationError(f"Cannot connect to PostgreSQL at {self.describe(url)}: {detail}") from None
         conn = raw.dbapi_connection
         try:
             yield conn

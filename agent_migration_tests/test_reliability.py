@@ -45,6 +45,13 @@ def run(tmp: Path, source=None, target=None, **kw):
     return result, logs
 
 
+def run_tiny(tmp: Path, target: PostgresTarget):
+    """The whole graph from a tiny sample source written in `tmp`."""
+    path = tmp / "db.sqlite"
+    write_sample(path, scale="tiny")
+    return run(tmp, SqliteSource(path=str(path), backup_dir=str(tmp / "b")), target)
+
+
 def failures(result) -> dict[str, str]:
     return {
         e.step_key: str(e.event_specific_data.error.message)
@@ -294,13 +301,7 @@ def test_bad_target_settings_fail_clearly_without_leaking_the_password(
         url = f"postgresql://pw_user:{PASSWORD}@/postgres?host={socket_dir}"
     elif url == "missing-database":
         url = f"postgresql://postgres:{PASSWORD}@/no_such_db?host={socket_dir}"
-    path = tmp_path / "db.sqlite"
-    write_sample(path, scale="tiny")
-    result, logs = run(
-        tmp_path,
-        SqliteSource(path=str(path), backup_dir=str(tmp_path / "b")),
-        PostgresTarget(database_url=url),
-    )
+    result, logs = run_tiny(tmp_path, PostgresTarget(database_url=url))
     assert not result.success
     failed = failures(result)
     assert list(failed) == ["target_schema"], failed  # the first step that needs the target
@@ -362,13 +363,7 @@ def test_a_target_with_app_tables_of_another_shape_is_refused_untouched(tmp_path
     with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE agents (id INTEGER PRIMARY KEY, name TEXT, owner_id BIGINT)")
         cur.execute("INSERT INTO agents VALUES (1, 'kept', 7)")
-    path = tmp_path / "db.sqlite"
-    write_sample(path, scale="tiny")
-    result, _ = run(
-        tmp_path,
-        SqliteSource(path=str(path), backup_dir=str(tmp_path / "b")),
-        PostgresTarget(database_url=pg_url),
-    )
+    result, _ = run_tiny(tmp_path, PostgresTarget(database_url=pg_url))
     message = failures(result)["target_schema"]
     assert "already holds app tables of another shape" in message
     assert "agents.name is text, expected character varying(255)" in message

@@ -28,15 +28,15 @@ TRANSIENT = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 def fail(exc: Exception, target: PostgresTarget) -> dg.Failure:
     """A clear, password-free failure; transient connection errors stay retryable."""
-    text = str(exc).strip() or type(exc).__name__
+    text, where = str(exc).strip() or type(exc).__name__, "the target"
     try:
-        text = redact(text, target.url())
-        where = target.describe()
+        url = target.url()
+        text, where = redact(text, url), target.describe(url)
     except MigrationError:
-        where = "the target"
+        text = redact(text)
     # A dropped connection or a restarted server is worth another try; a statement timeout is not.
     retry = isinstance(exc, TRANSIENT) and not isinstance(exc, psycopg2.errors.QueryCanceled)
-    return dg.Failure(description=f"PostgreSQL at {where}: {redact(text)}", allow_retries=retry)
+    return dg.Failure(description=f"PostgreSQL at {where}: {text}", allow_retries=retry)
 
 
 @dg.asset(
