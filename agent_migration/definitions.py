@@ -8,6 +8,7 @@ import dagster as dg
 
 from agent_migration import jobs
 from agent_migration.assets import extract, load, transform, verify
+from agent_migration.io import FrameIOManager
 from agent_migration.resources import PostgresTarget, SqliteSource
 
 ASSET_MODULES = [extract, transform, load, verify]
@@ -29,8 +30,10 @@ def resources() -> dict:
         "source": SqliteSource(path=os.environ.get("SQLITE_PATH", "db.sqlite")),
         # The URL is read from DATABASE_URL at run time, so no password is stored in the definitions.
         "target": PostgresTarget(),
-        "io_manager": dg.FilesystemIOManager(
-            base_dir=os.environ.get("MIGRATION_STORAGE", ".migration/storage")
+        # Frames pass in memory within a run (freed once consumed); raw frames are stored as pointers
+        # to the run's snapshot, the rest pickled, for re-executing a subset later.
+        "io_manager": FrameIOManager(
+            base_dir=os.environ.get("MIGRATION_STORAGE", ".migration/storage"), consumers=consumers()
         ),
     }
 

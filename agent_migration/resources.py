@@ -77,8 +77,10 @@ class SqliteSource(dg.ConfigurableResource):
         finally:
             conn.close()
 
-    def snapshot(self, run_id: str) -> Path:
-        """Copy the live source with SQLite's online backup API into the backup folder; keep the last N."""
+    def snapshot(self, run_id: str, keep: str | None = None) -> Path:
+        """Copy the live source with SQLite's online backup API into the backup folder; keep the last N
+        (and `keep`: the snapshot a change-only re-sync compares with; a copy byte-identical to it
+        needs no integrity check of its own)."""
         source = self.check_file()
         folder = Path(self.backup_dir)
         folder.mkdir(parents=True, exist_ok=True)
@@ -95,8 +97,12 @@ class SqliteSource(dg.ConfigurableResource):
             if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and time.monotonic() > deadline:
                 raise busy
 
+        from agent_migration.delta import same_file  # delta builds on this module
+
         try:
             with self.connect(source) as src:
+                if keep and unchanged_since(src, source, keep):
+                    return Path(keep).resolve()  # the same bytes: that snapshot serves this run too
                 dst = sqlite3.connect(copy)
                 try:
                     src.backup(dst, progress=give_up_when_late)
@@ -113,10 +119,12 @@ class SqliteSource(dg.ConfigurableResource):
         except sqlite3.DatabaseError as exc:
             copy.unlink(missing_ok=True)
             raise MigrationError(f"SQLITE_PATH {self.path!r} is corrupt or not a database: {exc}.") from None
-        self._check_integrity(copy)
+        if keep is None or not same_file(copy, keep):
+            self._check_integrity(copy)
         backups = sorted(folder.glob(f"{source.stem}-*.sqlite"), key=lambda p: p.stat().st_mtime)
         for old in backups[: max(0, len(backups) - self.keep_backups)]:
-            old.unlink(missing_ok=True)
+            if keep is None or old.resolve() != Path(keep).resolve():
+                old.unlink(missing_ok=True)
         return copy
 
     def _check_integrity(self, copy: Path) -> None:
@@ -128,6 +136,21 @@ class SqliteSource(dg.ConfigurableResource):
         if result != [("ok",)]:
             detail = "; ".join(str(r[0]) for r in result[:3])
             raise MigrationError(f"SQLITE_PATH {self.path!r} is corrupt (integrity check: {detail}).")
+
+
+def unchanged_since(src: sqlite3.Connection, source: Path, snapshot: str) -> bool:
+    """Whether the live source file is byte-identical to `snapshot`, read under a shared lock (no writer
+    can commit meanwhile). Never for a WAL database: its latest commits may be in the -wal file only."""
+    from agent_migration.delta import same_file  # delta builds on this module
+
+    if src.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+        return False
+    src.execute("BEGIN")
+    try:
+        src.execute("SELECT count(*) FROM sqlite_master").fetchone()  # takes the shared lock
+        return same_file(source, snapshot, cache=False)
+    finally:
+        src.execute("ROLLBACK")
 
 
 def sqlite_ident(name: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import MAX_EMAX, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, localcontext
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 REJECT, PAYLOAD, SOURCE_KEY = "_reject", "_payload", "_source_key"
+SOURCE_ROWID = "_rowid"  # the row's SQLite rowid: names it in rejected_rows for change-only re-syncs
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _WHOLE = re.compile(r"^[+-]?\d+(?:\.0*)?$")
 _DECIMAL = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")
@@ -40,6 +42,8 @@ _TS_MIN, _TS_MAX = pd.Timestamp("0001-01-01"), pd.Timestamp("9999-12-31 23:59:59
 
 def show(value: object, limit: int = 60) -> str:
     """A short, printable rendering of a raw value for a rejection reason."""
+    if value is pd.NA:  # NULL in Arrow text
+        value = None
     if isinstance(value, bytes):
         return f"BLOB x'{value[:24].hex()}{'…' if len(value) > 24 else ''}'"
     if isinstance(value, str):
@@ -71,20 +75,33 @@ FACTORIZE_MIN_ROWS = 4096
 _SINGLE = {"string": str, "integer": int, "floating": float, "bytes": bytes}
 
 
+def is_arrow_text(raw: pd.Series) -> bool:
+    """An Arrow text column: every value is text or NULL (the extraction's form of free text)."""
+    dtype = raw.dtype
+    return isinstance(dtype, pd.ArrowDtype) and (
+        pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)
+    )
+
+
 def kinds_of(raw: pd.Series) -> pd.Series:
-    """The Python type of each raw value (NoneType for NULL); C-speed when the column holds one type."""
-    single = _SINGLE.get(pd.api.types.infer_dtype(raw, skipna=True))
+    """The Python type of each raw value (NoneType for NULL); C-speed when the column holds one type
+    (then categorical, so that the rules' many `kinds.eq(t)` compare small integers, not objects)."""
+    single = str if is_arrow_text(raw) else _SINGLE.get(pd.api.types.infer_dtype(raw, skipna=True))
     if single is None:
         return raw.map(type)
-    kinds = pd.Series(np.full(len(raw), single, dtype=object), index=raw.index)
-    kinds[raw.isna()] = type(None)
+    codes = raw.notna().to_numpy().astype(np.int8)
+    kinds = pd.Series(
+        pd.Categorical.from_codes(codes, categories=pd.Index([type(None), single], dtype=object)),
+        index=raw.index,
+    )
     kinds.attrs["single"] = True
     return kinds
 
 
 def _repetitive(raw: pd.Series) -> bool:
     """Whether a column repeats its values enough to check distinct values only (judged on a sample)."""
-    sample = raw.iloc[:: max(1, len(raw) // 2000)]
+    positions = np.arange(0, len(raw), max(1, len(raw) // 2000))
+    sample = pd.Series(raw.array.take(positions)) if is_arrow_text(raw) else raw.iloc[positions]
     return sample.nunique(dropna=True) * 4 < len(sample)
 
 
@@ -92,7 +109,11 @@ def text_flags(text: pd.Series) -> tuple[pd.Index, pd.Index]:
     """Index labels of the strings holding a NUL, and of those holding undecodable bytes (surrogates).
 
     Arrow converts clean text in C and refuses surrogates; only then are strings looked at one by one.
+    Arrow text is checked as it is (it cannot hold surrogates; NULLs are neither).
     """
+    if is_arrow_text(text):
+        nul = pc.fill_null(pc.match_substring(pa.array(text.array), "\x00"), False)
+        return text.index[nul.to_numpy(zero_copy_only=False)], text.index[:0]
     values = text.to_numpy(dtype=object)
     try:
         arrow = pa.array(values, type=pa.string())
@@ -118,12 +139,21 @@ class Rule:
     required: bool = False
     expects = "a value"
     null_rejects = True  # False where a missing value has a reason of its own (usernames)
+    # The SQLite storage class (typeof) whose values this rule keeps as they are or rejects: a re-sync
+    # matches keys and references of that class in SQL; values of any other class are always redone.
+    keeps: str | None = None
+    arrow_text = False  # the extraction may hand this rule Arrow text (see `is_arrow_text`)
+    repeats = False  # values repeat by nature (names, choices): always checked once per distinct value
 
     def apply(self, raw: pd.Series, label: str, column: str | None = None) -> Checked:
         """`label` names the source column in reasons ("agents.energy"); `column` the target one in CHECKs."""
         column = column or label.rsplit(".", 1)[-1]
         kinds = kinds_of(raw)
-        if len(raw) >= FACTORIZE_MIN_ROWS and kinds.attrs.get("single") and _repetitive(raw):
+        if (
+            len(raw) >= FACTORIZE_MIN_ROWS
+            and kinds.attrs.get("single")
+            and (self.repeats or _repetitive(raw))
+        ):
             # Few distinct values (roles, usernames, agent ids): check each once, then broadcast.
             codes, uniques = pd.factorize(raw, use_na_sentinel=True)
             if 2 * len(uniques) < len(raw):
@@ -137,7 +167,7 @@ class Rule:
         reasons = pd.Series(None, index=raw.index, dtype=object)
         is_str = kinds.eq(str)
         if is_str.any():
-            nul, bad = text_flags(raw[is_str])
+            nul, bad = text_flags(raw if is_arrow_text(raw) else raw[is_str])
             reasons[nul] = "contains a NUL character"
             reasons[bad] = "is not valid UTF-8 text"
         blob = kinds.eq(bytes)
@@ -146,9 +176,10 @@ class Rule:
         if self.required and self.null_rejects:
             reasons[null] = "is NULL but the target column is NOT NULL"
         todo = reasons.isna() & ~null
-        values, why = self.convert(raw[todo], kinds[todo], column)
+        every = bool(todo.all())  # no copy of a large column when every value goes on
+        values, why = self.convert(raw if every else raw[todo], kinds if every else kinds[todo], column)
         reasons[why.index] = why
-        out = values.reindex(raw.index)
+        out = values if values.index.equals(raw.index) else values.reindex(raw.index)
         if len(why):
             out[why.index] = None
         has = reasons.notna()
@@ -194,6 +225,7 @@ class Integer(Rule):
     hi: int | None = None
     required: bool = False
     expects = "an integer"
+    keeps = "integer"
 
     def convert(self, raw, kinds, column):
         values, reasons = _whole_numbers(raw, kinds)
@@ -225,23 +257,31 @@ class Text(Rule):
     max_len: int | None = None
     required: bool = False
     expects = "text"
+    keeps = "text"
+    arrow_text = True
 
     def convert(self, raw, kinds, column):
         reasons = pd.Series(None, index=raw.index, dtype=object)
-        values = raw.copy()
+        values = raw.copy()  # Arrow text is immutable: this copies no text
+        arrow = is_arrow_text(values)
         # An INTEGER stored in a text column is text to SQLite too (CAST gives the same digits).
         is_int = kinds.eq(int)
-        values[is_int] = raw[is_int].map(str)
+        if is_int.any():
+            values[is_int] = raw[is_int].map(str)
         reasons[kinds.eq(float)] = f"is a REAL, not {self.expects}"
         if self.max_len is not None:
-            lengths = values[reasons.isna()].str.len()
+            lengths = values.str.len()[reasons.isna()] if arrow else values[reasons.isna()].str.len()
             long = lengths[lengths > self.max_len]
             reasons[long.index] = [f"{int(n)} characters, longer than VARCHAR({self.max_len})" for n in long]
-        return values.where(reasons.isna()).astype(object), reasons.dropna()
+        ok = reasons.isna()
+        if arrow:  # stays Arrow text (NULL where refused) all the way to the COPY
+            return (values if ok.all() else values.where(ok)), reasons.dropna()
+        return values.where(ok).astype(object), reasons.dropna()
 
 
 @dataclass(frozen=True)
 class OneOf(Text):
+    repeats = True
     choices: tuple[str, ...] = ()
     max_len: int | None = None
 
@@ -265,6 +305,8 @@ class OneOf(Text):
 @dataclass(frozen=True)
 class Username(Text):
     """A username reference: exact text (case and spaces kept); NULL/empty/blank means no user."""
+
+    repeats = True
 
     max_len: int | None = 255
     required: bool = False
@@ -360,6 +402,7 @@ class Timestamp(Rule):
     """Text timestamps (SQLite's or ISO 8601, offsets converted to UTC) and Unix epochs -> UTC wall clock."""
 
     expects = "a timestamp"
+    arrow_text = True
 
     def convert(self, raw, kinds, column):
         reasons = pd.Series(None, index=raw.index, dtype=object)
@@ -443,7 +486,7 @@ class Money(Rule):
 
 def key_text(value: object) -> str | None:
     """A source key as readable text: undecodable bytes as \\xNN, NUL as \\x00, a BLOB as x'hex'."""
-    if value is None:
+    if value is None or value is pd.NA:  # pd.NA: NULL in Arrow text
         return None
     if isinstance(value, bytes):
         return f"x'{value.hex()}'"
@@ -520,6 +563,8 @@ def with_rejects(out: pd.DataFrame, reasons: pd.Series, raw: pd.DataFrame, table
     if REJECT in out:
         reasons = combine_reasons([out[REJECT], reasons], out.index)
     out[REJECT] = reasons
+    if SOURCE_ROWID in raw:
+        out[SOURCE_ROWID] = raw[SOURCE_ROWID]
     rejected = reasons.notna()
     out[SOURCE_KEY] = pd.Series(None, index=out.index, dtype=object)
     out[PAYLOAD] = pd.Series(None, index=out.index, dtype=object)
@@ -529,8 +574,10 @@ def with_rejects(out: pd.DataFrame, reasons: pd.Series, raw: pd.DataFrame, table
     return out
 
 
-def usernames(table: Table, raw: pd.DataFrame) -> pd.Series:
-    """Every valid username a raw table references (rejected rows included), exact text."""
+def usernames(table: Table, raw: pd.DataFrame | Mapping[str, pd.Series]) -> pd.Series:
+    """Every valid username a raw table references (rejected rows included), exact text.
+
+    `raw`: the raw frame, or for each username column its distinct raw values."""
     found = []
     for col in table.migrated:
         if isinstance(col.rule, Username):

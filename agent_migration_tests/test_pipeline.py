@@ -194,17 +194,24 @@ def test_a_second_run_leaves_the_target_identical_and_writes_nothing(migrated):
     assert query(url, stats) == writes_before
 
 
+def tamper(url: str, *statements: str) -> None:
+    """Change the target behind the migration's back (committed)."""
+    conn = psycopg2.connect(url)
+    with conn, conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement)
+    conn.close()
+
+
 def test_lost_rows_fail_the_verification(tmp_path, pg_url):
     source = tmp_path / "db.sqlite"
     write_sample(source, scale="tiny", seed=11)
     assert run_migration(source, pg_url, tmp_path).success
-    conn = psycopg2.connect(pg_url)
-    with conn, conn.cursor() as cur:
-        cur.execute("DELETE FROM chat_messages WHERE id = (SELECT min(id) FROM chat_messages)")
-        cur.execute(
-            "UPDATE agents SET for_sale = FALSE WHERE id = (SELECT min(agent_id) FROM marketplace_listings)"
-        )
-    conn.close()
+    tamper(
+        pg_url,
+        "DELETE FROM chat_messages WHERE id = (SELECT min(id) FROM chat_messages)",
+        "UPDATE agents SET for_sale = FALSE WHERE id = (SELECT min(agent_id) FROM marketplace_listings)",
+    )
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         result = dg.materialize(
             [*ASSETS, *CHECKS],
@@ -219,14 +226,7 @@ def test_lost_rows_fail_the_verification(tmp_path, pg_url):
         "rows lost or duplicated in chat_messages" in str(e.event_specific_data.error.message)
         for e in failures
     )
-    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        checked = dg.materialize(
-            [*ASSETS, *CHECKS],
-            selection=dg.AssetSelection.all_asset_checks(),
-            resources=resources(source, pg_url, tmp_path / "checks"),
-            instance=instance,
-            raise_on_error=False,
-        )
+    checked = run_checks(source, pg_url, tmp_path / "checks")
     assert not checked.success
     accounting = [e for e in checked.get_asset_check_evaluations() if e.check_name == "row_accounting"]
     bad = [e for e in accounting if not e.passed]
@@ -327,3 +327,43 @@ def test_one_asset_can_be_rematerialized_alone_from_the_kept_frames(migrated):
         first["dagster/row_count"],
         first["rows_rejected"],
     )
+
+
+def run_checks(source, url, tmp: Path):
+    """Every asset check alone, against the target as it is."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    with dg.instance_for_test(temp_dir=str(tmp)) as instance:
+        return dg.materialize(
+            [*ASSETS, *CHECKS],
+            selection=dg.AssetSelection.all_asset_checks(),
+            resources=resources(source, url, tmp / "checks"),
+            instance=instance,
+            raise_on_error=False,
+        )
+
+
+def _fk_checks(source, url, tmp: Path):
+    result = run_checks(source, url, tmp)
+    return {
+        e.asset_key.to_user_string(): e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "foreign_keys"
+    }
+
+
+def test_foreign_keys_are_proven_by_enforced_constraints_and_scanned_when_not(tmp_path, pg_url):
+    source = tmp_path / "db.sqlite"
+    write_sample(source, scale="tiny", seed=12)
+    assert run_migration(source, pg_url, tmp_path).success
+    chat = _fk_checks(source, pg_url, tmp_path / "a")["chat_messages"]
+    assert chat.passed
+    assert chat.metadata["orphans"].value["agent_id"]["enforced_by"] == "chat_messages_agent_id_fkey"
+    # With its triggers disabled PostgreSQL no longer enforces the key: the check scans and finds the orphan.
+    tamper(
+        pg_url,
+        "ALTER TABLE chat_messages DISABLE TRIGGER ALL",
+        "INSERT INTO chat_messages (id, agent_id, message, role) VALUES (999999, 888888, 'orphan', 'user')",
+    )
+    chat = _fk_checks(source, pg_url, tmp_path / "b")["chat_messages"]
+    assert not chat.passed
+    assert chat.metadata["orphans"].value["agent_id"] == {"sample_keys": [999999], "enforced_by": None}

@@ -5,6 +5,7 @@ import json
 from decimal import Decimal
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -301,3 +302,61 @@ def test_derive_users_keeps_existing_ids_and_numbers_new_ones_after_the_sequence
     }
     fresh = r.derive_users(refs, existing.iloc[0:0])
     assert list(fresh["id"]) == [1, 2, 3, 4]
+
+
+# Free text reaches the rules as Arrow text when a batch holds only valid text (see extract.read_table);
+# a rule must judge it exactly as it judges the same values in Python objects.
+texts = st.one_of(
+    st.none(),
+    st.text(max_size=20),
+    st.sampled_from(
+        ["", " ", "user", "assistant", "2024-01-02 03:04:05", "2024-01-02T03:04:05+02:00", "7", "a\x00b"]
+    ),
+)
+ARROW_RULES = sorted(
+    {(f"{t.name}.{c.name}", c.rule) for t in SOURCE_TABLES for c in t.migrated if c.rule.arrow_text},
+    key=lambda x: x[0],
+)
+
+
+def test_text_columns_come_as_arrow():
+    assert ("chat_messages.message", r.Text(None, required=True)) in ARROW_RULES
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=st.lists(texts, max_size=30), which=st.sampled_from(range(len(ARROW_RULES))))
+def test_arrow_text_is_judged_as_python_text(values, which):
+    label, rule = ARROW_RULES[which]
+    python = rule.apply(pd.Series(values, dtype=object), label)
+    arrow = rule.apply(pd.Series(values, dtype=pd.ArrowDtype(pa.large_string())), label)
+    assert list(arrow.reasons) == list(python.reasons)
+    assert [None if pd.isna(v) else v for v in arrow.values] == [
+        None if pd.isna(v) else v for v in python.values
+    ]
+
+
+def test_arrow_text_is_judged_as_python_text_when_checked_by_distinct_values():
+    pool = ["user", "assistant", "", " ", None, "2024-01-02 03:04:05", "bob", "x" * 300, "a\x00b"]
+    values = [pool[i % len(pool)] for i in range(3 * r.FACTORIZE_MIN_ROWS)]
+    for label, rule in ARROW_RULES:
+        python = rule.apply(pd.Series(values, dtype=object), label)
+        arrow = rule.apply(pd.Series(values, dtype=pd.ArrowDtype(pa.large_string())), label)
+        assert list(arrow.reasons) == list(python.reasons), label
+        assert [None if pd.isna(v) else v for v in arrow.values] == [
+            None if pd.isna(v) else v for v in python.values
+        ], label
+
+
+@settings(max_examples=100, deadline=None)
+@given(keys=st.lists(st.sampled_from(["alice", "bob", "", " ", None, "a\x00b"]), max_size=12))
+def test_a_table_with_arrow_text_is_cleaned_as_with_python_text(keys):
+    table = next(t for t in SOURCE_TABLES if t.name == "user_balance")
+    rows = {"_rowid": list(range(1, len(keys) + 1)), "user_id": keys}
+    rows |= {c: [7] * len(keys) for c in table.source_columns if c != "user_id"}
+    python = r.clean_table(table, pd.DataFrame(rows, dtype=object))
+    rows["user_id"] = pd.Series(keys, dtype=pd.ArrowDtype(pa.large_string()))
+    arrow = r.clean_table(
+        table, pd.DataFrame({k: pd.Series(v, dtype=object) if k != "user_id" else v for k, v in rows.items()})
+    )
+    for col in (r.REJECT, r.SOURCE_KEY, r.PAYLOAD):
+        assert list(arrow[col]) == list(python[col]), col

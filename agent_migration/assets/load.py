@@ -13,11 +13,11 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
-from agent_migration import embedded
+from agent_migration import delta, embedded
 from agent_migration.assets.common import OWNERS, markdown_table, reject_reasons, table_schema
 from agent_migration.postgres import cutover, ddl, merge
 from agent_migration.resources import MigrationError, PostgresTarget, redact
-from agent_migration.rules import PAYLOAD, REJECT, SOURCE_KEY, Username
+from agent_migration.rules import PAYLOAD, REJECT, SOURCE_KEY, SOURCE_ROWID, Username
 from agent_migration.tables import SOURCE_TABLES, TARGET_TABLES, USERS, Table
 
 POOL = "postgres"
@@ -145,6 +145,7 @@ def rejected(table: Table, frame: pd.DataFrame, run_id: str) -> pd.DataFrame:
             "reason": bad[REJECT],
             "payload": bad[PAYLOAD],
             "run_id": run_id,
+            "source_rowid": bad.get(SOURCE_ROWID),
         }
     )
 
@@ -161,6 +162,7 @@ def publish(
     context: dg.AssetExecutionContext, target: PostgresTarget, source_snapshot: dict, derived_users, **clean
 ):
     started = time.monotonic()
+    scopes = change_scopes(source_snapshot, derived_users, clean)
     frames = {USERS.name: derived_users} | {
         t.name: loadable(t, clean[f"clean_{t.name}"]) for t in SOURCE_TABLES
     }
@@ -172,9 +174,13 @@ def publish(
         with target.connect() as conn, conn.cursor() as cur:
             merge.lock(cur, wait_s=target.lock_wait_s)
             cutover.refuse_after_cutover(cur)
+            if scopes is not None:
+                check_baseline(cur, source_snapshot["baseline"])
             cur.execute("SELECT clock_timestamp() AT TIME ZONE 'UTC'")
             locked_at = cur.fetchone()[0]
-            changes = merge.publish(cur, frames, columns, list(SOURCE_TABLES), rejects, context.log.info)
+            changes = merge.publish(
+                cur, frames, columns, list(SOURCE_TABLES), rejects, context.log.info, scopes
+            )
             for table in SOURCE_TABLES:
                 changes[table.name]["rejected"] = int((rejects["source_table"] == table.source).sum())
             cur.execute("DELETE FROM migration.source_stats")
@@ -187,10 +193,17 @@ def publish(
                 ],
             )
             cur.execute(
-                "INSERT INTO migration.runs (run_id, locked_at, snapshot, changes) VALUES (%s, %s, %s, %s)"
+                "INSERT INTO migration.runs (run_id, locked_at, snapshot, changes, spec) VALUES (%s, %s, %s, %s, %s)"
                 " ON CONFLICT (run_id) DO UPDATE SET locked_at = EXCLUDED.locked_at, changes = EXCLUDED.changes,"
+                " snapshot = EXCLUDED.snapshot, spec = EXCLUDED.spec,"
                 " finished_at = clock_timestamp() AT TIME ZONE 'UTC'",
-                (context.run_id, locked_at, source_snapshot["path"], json.dumps(changes)),
+                (
+                    context.run_id,
+                    locked_at,
+                    source_snapshot["path"],
+                    json.dumps(changes),
+                    delta.spec_fingerprint(),
+                ),
             )
             conn.commit()
             counts = table_counts(cur)
@@ -237,6 +250,40 @@ def publish(
             "rejected_preview": dg.MetadataValue.md(markdown_table(preview)),
         },
     )
+
+
+def change_scopes(source_snapshot: dict, users: pd.DataFrame, clean: dict[str, pd.DataFrame]) -> dict | None:
+    """For a change-only re-sync, what each table's frame redid: target keys and source rowids (else None)."""
+    found = {t: clean[f"clean_{t.name}"].attrs.get("delta") for t in SOURCE_TABLES}
+    if all(d is None for d in found.values()):
+        return None
+    this = (source_snapshot["path"], source_snapshot.get("baseline"))
+    if any(d is None or (d["snapshot"], d["baseline"]) != this for d in found.values()):
+        raise dg.Failure(
+            description="publish got cleaned frames of different runs (some change-only, or against another "
+            "snapshot); materialize everything from source_snapshot on, in one run.",
+            allow_retries=False,
+        )
+    ids = users.set_index("username")["id"]
+    scopes = {}
+    for table, d in found.items():
+        keys = d["keys"]
+        if isinstance(table.key_col.rule, Username):  # the target is keyed by users.id
+            keys = [int(ids[k]) for k in keys if k in ids.index]
+        frame = clean[f"clean_{table.name}"]
+        rowids = set(frame[SOURCE_ROWID].astype("int64")) | set(d["gone_rowids"])
+        scopes[table.name] = {"keys": [int(k) for k in keys], "rowids": sorted(int(r) for r in rowids)}
+    return scopes
+
+
+def check_baseline(cur, baseline: str) -> None:
+    """Refuse a change-only publish when another run published since this one compared its snapshot."""
+    latest = delta.baseline(cur)
+    if latest is None or latest["snapshot"] != baseline:
+        raise merge.ConcurrentRun(
+            "another run published to the target after this run compared its snapshot with the last "
+            "published one; run again"
+        )
 
 
 def table_counts(cur) -> dict[str, int]:

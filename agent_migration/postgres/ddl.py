@@ -76,8 +76,10 @@ CREATE TABLE IF NOT EXISTS migration.rejected_rows (
   reason TEXT NOT NULL,
   payload JSONB NOT NULL,
   run_id TEXT,
-  rejected_at TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+  rejected_at TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+  source_rowid BIGINT
 );
+ALTER TABLE migration.rejected_rows ADD COLUMN IF NOT EXISTS source_rowid BIGINT;
 CREATE INDEX IF NOT EXISTS rejected_rows_table ON migration.rejected_rows (source_table);
 CREATE TABLE IF NOT EXISTS migration.source_stats (
   source_table TEXT PRIMARY KEY,
@@ -92,8 +94,10 @@ CREATE TABLE IF NOT EXISTS migration.runs (
   locked_at TIMESTAMP NOT NULL,
   finished_at TIMESTAMP NOT NULL DEFAULT (clock_timestamp() AT TIME ZONE 'UTC'),
   snapshot TEXT,
-  changes JSONB NOT NULL
+  changes JSONB NOT NULL,
+  spec TEXT
 );
+ALTER TABLE migration.runs ADD COLUMN IF NOT EXISTS spec TEXT;
 CREATE TABLE IF NOT EXISTS migration.cutover (
   cut_at TIMESTAMP NOT NULL DEFAULT (clock_timestamp() AT TIME ZONE 'UTC'),
   run_id TEXT NOT NULL,

@@ -24,6 +24,7 @@ REJECT_TYPES = {
     "reason": "TEXT",
     "payload": "JSONB",
     "run_id": "TEXT",
+    "source_rowid": "BIGINT",
 }
 
 
@@ -112,14 +113,24 @@ def upsert(cur, table: Table, columns: list[str]) -> tuple[int, int]:
     return cur.rowcount, updated
 
 
-def delete_missing(cur, table: Table) -> int:
-    """Delete target rows whose key is no longer in the source (the plan's cascades follow)."""
+def delete_missing(cur, table: Table, keys: list | None = None) -> int:
+    """Delete target rows whose key is no longer in the source (the plan's cascades follow); with
+    `keys`, only among those keys (a change-only re-sync stages only the rows it redid), found by index."""
     key = sql.Identifier(table.key)
-    cur.execute(
-        sql.SQL(
-            "DELETE FROM {t} AS t WHERE NOT EXISTS (SELECT 1 FROM {s} AS s WHERE s.{key} = t.{key})"
-        ).format(t=target(table), s=stage_name(table), key=key)
-    )
+    if keys is None:
+        cur.execute(
+            sql.SQL(
+                "DELETE FROM {t} AS t WHERE NOT EXISTS (SELECT 1 FROM {s} AS s WHERE s.{key} = t.{key})"
+            ).format(t=target(table), s=stage_name(table), key=key)
+        )
+    else:
+        cur.execute(
+            sql.SQL(
+                "DELETE FROM {t} AS t USING unnest(%s::bigint[]) AS k(key) WHERE t.{key} = k.key"
+                " AND NOT EXISTS (SELECT 1 FROM {s} AS s WHERE s.{key} = t.{key})"
+            ).format(t=target(table), s=stage_name(table), key=key),
+            (keys,),
+        )
     return cur.rowcount
 
 
@@ -247,8 +258,11 @@ def detach_for_bulk(cur, table: Table) -> list[sql.Composable]:
 def progress(table: Table, log: Callable[[str], None]) -> Callable[[int, int], None]:
     """Logs rows copied of total for large tables, so a user watching a long load sees it move."""
 
-    def report(done: int, total: int) -> None:
-        if total > 100_000:
+    reported = [0]
+
+    def report(done: int, total: int) -> None:  # in quarters: each log line is a stored event
+        if total > 100_000 and 4 * done // total > reported[0]:
+            reported[0] = 4 * done // total
             log(f"{table.name}: copied {done:,} of {total:,} rows")
 
     return report
@@ -261,13 +275,16 @@ def publish(
     source_tables: list[Table],
     rejects: pd.DataFrame,
     log: Callable[[str], None] = print,
+    scopes: dict[str, dict] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Load the frames into the app tables, in FK order; return per-table change counts.
 
     An empty table (the first run) is filled by COPY straight into it, with its foreign keys and
     secondary indexes restored after; a table with rows is staged and merged on its key. `frames` maps
     a target table name (users and the source tables) to its loadable rows; `columns` its column -> type.
-    The caller holds the transaction (and the lock) and commits.
+    `scopes` (a change-only re-sync) maps each source table to the target `keys` and source `rowids`
+    its frame redid: target rows and rejects outside them stay as they are. Without it, the frames are
+    whole tables. The caller holds the transaction (and the lock) and commits.
     """
     cur.execute("SET LOCAL maintenance_work_mem TO '256MB'")
     changes: dict[str, dict[str, int]] = {}
@@ -291,7 +308,8 @@ def publish(
         )
     for table in reversed(source_tables):
         if table not in empty:
-            changes[table.name]["deleted"] = delete_missing(cur, table)
+            keys = scopes[table.name]["keys"] if scopes else None
+            changes[table.name]["deleted"] = delete_missing(cur, table, keys)
     t0 = time.monotonic()
     for statement in restore:
         cur.execute(statement)
@@ -309,6 +327,12 @@ def publish(
         changes[USERS.name]["deleted"] = delete_missing(cur, USERS)
     for table in TARGET_TABLES:
         advance_sequence(cur, table)
-    cur.execute("DELETE FROM migration.rejected_rows")
+    if scopes is None:
+        cur.execute("DELETE FROM migration.rejected_rows")
+    for table in source_tables if scopes else ():
+        cur.execute(
+            "DELETE FROM migration.rejected_rows WHERE source_table = %s AND source_rowid = ANY(%s)",
+            (table.source, scopes[table.name]["rowids"]),
+        )
     copy_frame(cur, sql.SQL("migration.rejected_rows"), rejects, REJECT_TYPES)
     return changes

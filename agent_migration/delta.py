@@ -1,0 +1,285 @@
+"""Change-only re-syncs: which source rows a run must redo, found by comparing snapshots inside SQLite.
+
+A published run records its source snapshot (the baseline): the target then holds exactly what the
+pipeline makes of that snapshot. The next run compares its own snapshot with the baseline in SQLite (a
+join on rowid, in C; only changed rows reach Python) and redoes just the rows whose outcome can change:
+
+- rows inserted or changed since the baseline;
+- every row sharing a key with such a row or with a deleted one (duplicate keys: the first row wins);
+- every row naming a parent (an agent) whose row changed (it may now load, or stop loading);
+- every row whose key or parent reference is not stored as the rule keeps it (e.g. an id stored as
+  text): such values are few, and comparing them in SQL would need the rule itself.
+
+The target rows with the affected keys are then replaced by the outcome of those rows, the rejects of
+the affected rowids likewise; everything else is untouched. The result is the same as a full run (a
+property test compares both). A run falls back to a full one when there is no usable baseline: none
+published, its file gone, or published by another version of the table specs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from urllib.parse import quote
+
+import pandas as pd
+
+from agent_migration.resources import sqlite_ident
+from agent_migration.rules import Username
+from agent_migration.tables import BY_NAME, SOURCE_TABLES, USERS, Table
+
+USER_CHANGES = "(users)"  # the plan's entry for the users (not a source table)
+VERSION = 1  # bump when the meaning of a published snapshot changes (rules, merge)
+
+
+def spec_fingerprint() -> str:
+    """A digest of every table spec: a baseline published under other specs cannot be trusted."""
+    described = [
+        [
+            t.name,
+            t.source,
+            t.key,
+            [[c.name, c.sql_type, c.source, repr(c.rule), c.references] for c in t.columns],
+        ]
+        for t in SOURCE_TABLES
+    ]
+    return hashlib.sha256(json.dumps([VERSION, described]).encode()).hexdigest()[:16]
+
+
+def parent_refs(table: Table) -> list[tuple[str, Table]]:
+    """(source column, parent table) for each migrated reference to another migrated table (not users)."""
+    refs = []
+    for col in table.migrated:
+        parent = col.references.split("(")[0] if col.references else None
+        if parent and parent != USERS.name and BY_NAME[parent].source:
+            refs.append((col.source, BY_NAME[parent]))
+    return refs
+
+
+def affinity(declared: str) -> str:
+    """SQLite's column affinity for a declared type (https://sqlite.org/datatype3.html, 3.1)."""
+    t = (declared or "").upper()
+    if "INT" in t:
+        return "INTEGER"
+    if any(s in t for s in ("CHAR", "CLOB", "TEXT")):
+        return "TEXT"
+    if not t or "BLOB" in t:
+        return "BLOB"
+    if any(s in t for s in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return "NUMERIC"
+
+
+def same_row(conn: sqlite3.Connection, table: Table) -> str:
+    """SQL: row o (baseline) holds exactly what row n (new) holds, in every migrated source column.
+
+    `IS` is NULL-safe; BINARY collation compares text byte for byte whatever the column declares. Only
+    a column without affinity can hold both 1 and 1.0 (equal to `IS`), so only there is typeof compared.
+    """
+    declared = {
+        row[1]: row[2] for row in conn.execute(f"PRAGMA main.table_info({sqlite_ident(table.source)})")
+    }
+    parts = []
+    for name in table.source_columns:
+        c = sqlite_ident(name)
+        parts.append(f"o.{c} IS n.{c} COLLATE BINARY")
+        if affinity(declared.get(name, "")) == "BLOB":
+            parts.append(f"typeof(o.{c}) = typeof(n.{c})")
+    return " AND ".join(parts)
+
+
+def clean_keys(rule, values: list) -> set:
+    """The values `rule` makes of raw `values`, the rejected ones left out."""
+    if not values:
+        return set()
+    checked = rule.apply(pd.Series(values, dtype=object), "delta")
+    return {v.item() if hasattr(v, "item") else v for v in checked.values[checked.reasons.isna()].dropna()}
+
+
+def _plain_keys(values: list) -> set:
+    """The raw values SQL can match as they are (integers and text)."""
+    return {v for v in values if isinstance(v, int | str)}
+
+
+def _column(conn, query: str, *params) -> list:
+    return [row[0] for row in conn.execute(query, params)]
+
+
+def _json(values) -> str:
+    return json.dumps(sorted(values, key=lambda v: (str(type(v)), v)))
+
+
+def plan_table(conn: sqlite3.Connection, table: Table, changed_parents: dict[str, set]) -> dict:
+    """The rows of one table to redo (rowids in the new snapshot), the baseline rowids whose rejects go,
+    and the affected keys (clean, before the username remap) whose target rows are replaced."""
+    name = sqlite_ident(table.source)
+    key_col, key_rule = sqlite_ident(table.key_col.source), table.key_col.rule
+    # One pass over the table: rows new or changed since the baseline, and rows whose outcome may change
+    # whatever their keys: a value the rule may rewrite, or a changed parent.
+    static = [f"typeof(n.{key_col}) <> '{key_rule.keeps}'"]
+    params: dict = {}
+    for i, (source_col, parent) in enumerate(parent_refs(table)):
+        ref, rule = sqlite_ident(source_col), next(c.rule for c in table.migrated if c.source == source_col)
+        static.append(f"typeof(n.{ref}) NOT IN ('{rule.keeps}', 'null')")
+        static.append(f"n.{ref} IN (SELECT value FROM json_each(:p{i}))")
+        params[f"p{i}"] = _json(changed_parents[parent.name])
+    scanned = conn.execute(
+        f"SELECT n.rowid, n.{key_col}, NOT EXISTS (SELECT 1 FROM base.{name} AS o WHERE o.rowid = n.rowid "
+        f"AND {same_row(conn, table)}) AS changed FROM main.{name} AS n WHERE changed OR {' OR '.join(static)}",
+        params,
+    ).fetchall()
+    changed = [(r, k) for r, k, c in scanned if c]
+    gone = _column(
+        conn,
+        f"SELECT o.rowid FROM base.{name} AS o WHERE NOT EXISTS (SELECT 1 FROM main.{name} AS n WHERE n.rowid = o.rowid)",
+    )
+    changed_ids = [r for r, _ in changed]
+    old_keys = _column(
+        conn,
+        f"SELECT o.{key_col} FROM base.{name} AS o WHERE o.rowid IN (SELECT value FROM json_each(?))",
+        json.dumps(gone + changed_ids),
+    )
+    redo = {r: k for r, k, _ in scanned}
+    # Every row sharing a key with a changed, gone or redone row (duplicates: the first row wins); raw
+    # values too, as two rows whose key the rule rejects still name each other in their source keys.
+    # A key index (the rowid, or the primary key's) makes each round a few lookups; one round is the rule.
+    keys = clean_keys(key_rule, old_keys + list(redo.values()))
+    lookup = keys | _plain_keys(old_keys + list(redo.values()))
+    searched: set = set()
+    while batch := lookup - searched:
+        searched |= batch
+        peers = conn.execute(
+            f"SELECT rowid, {key_col} FROM main.{name} WHERE {key_col} IN (SELECT value FROM json_each(?))",
+            (_json(batch),),
+        ).fetchall()
+        fresh = {r: k for r, k in peers if r not in redo}
+        redo |= fresh
+        found = clean_keys(key_rule, list(fresh.values()))
+        keys |= found
+        lookup |= found | _plain_keys(list(fresh.values()))
+    names = {"old": [], "new": []}
+    for col in table.migrated:
+        if isinstance(col.rule, Username):  # what the users may lose and gain by these rows
+            c = sqlite_ident(col.source)
+            for side, schema, ids_ in (("old", "base", gone + changed_ids), ("new", "main", changed_ids)):
+                names[side] += clean_keys(
+                    col.rule,
+                    _column(
+                        conn,
+                        f"SELECT DISTINCT {c} COLLATE BINARY, typeof({c}) FROM {schema}.{name} WHERE rowid IN (SELECT value FROM json_each(?))",
+                        json.dumps(ids_),
+                    ),
+                )
+    return {
+        "rowids": sorted(redo),
+        "gone_rowids": sorted(set(gone) | set(changed_ids)),
+        "names": names,
+        "keys": sorted(keys, key=lambda v: (str(type(v)), v)),
+        "changed": len(changed),
+        "deleted": len(gone),
+    }
+
+
+def same_file(a: str | Path, b: str | Path, cache: bool = True) -> bool:
+    """The same database, byte for byte: the backup copies every page as is, so snapshots of an unchanged
+    source are equal, and equal to the source itself but for header counters (see `_COUNTERS`).
+
+    `cache`: for snapshots, which never change once written; not for a live file."""
+    a, b = Path(a).resolve(), Path(b).resolve()
+    if a == b:
+        return True
+    sa, sb = a.stat(), b.stat()
+    if sa.st_size != sb.st_size:
+        return False
+    compare = _same_bytes if cache else _same_bytes.__wrapped__
+    return compare(str(a), str(b), sa.st_mtime_ns, sb.st_mtime_ns)
+
+
+# Header bytes a backup writes anew (https://sqlite.org/fileformat.html, 1.3): the file change counter,
+# the schema cookie, the version-valid-for number and the library version. The schema itself is in page 1.
+_COUNTERS = ((24, 28), (40, 44), (92, 100))
+
+
+def _header(chunk: bytes) -> bytes:
+    out = bytearray(chunk)
+    for start, end in _COUNTERS:
+        out[start:end] = bytes(end - start)
+    return bytes(out)
+
+
+@functools.lru_cache(maxsize=8)  # asked twice per run: by the integrity check and by the plan
+def _same_bytes(a: str, b: str, _mtime_a: int, _mtime_b: int, block: int = 1 << 20) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        if _header(fa.read(100)) != _header(fb.read(100)):
+            return False
+        while chunk := fa.read(block):
+            if chunk != fb.read(block):
+                return False
+    return True
+
+
+NOTHING = {
+    "rowids": [],
+    "gone_rowids": [],
+    "keys": [],
+    "changed": 0,
+    "deleted": 0,
+    "names": {"old": [], "new": []},
+}
+
+
+def user_changes(conn: sqlite3.Connection, tables: dict[str, dict]) -> dict[str, list]:
+    """The usernames the changed rows add, and those no row references any more (from the tables' plans).
+
+    A name the changed rows no longer use may still be used by another row: each username column is
+    searched for those names (and for values not stored as text, which the rule may turn into them).
+    """
+    added = {n for t in tables.values() for n in t["names"]["new"]}
+    maybe = {n for t in tables.values() for n in t["names"]["old"]} - added
+    still: set = set()
+    for table in SOURCE_TABLES if maybe else ():
+        for col in table.migrated:
+            if isinstance(col.rule, Username):
+                c = sqlite_ident(col.source)
+                found = _column(
+                    conn,
+                    f"SELECT DISTINCT {c} COLLATE BINARY, typeof({c}) FROM main.{sqlite_ident(table.source)} "
+                    f"WHERE {c} IN (SELECT value FROM json_each(?)) OR typeof({c}) NOT IN ('text', 'null')",
+                    _json(maybe),
+                )
+                still |= clean_keys(col.rule, found)
+    return {"added": sorted(added), "removed": sorted(maybe - still)}
+
+
+def plan(conn: sqlite3.Connection, baseline: str, snapshot: str | Path | None = None) -> dict[str, dict]:
+    """Per source table (parents first), what a re-sync against the `baseline` snapshot must redo;
+    and under "(users)", the usernames added and removed (see `user_changes`)."""
+    if snapshot is not None and same_file(snapshot, baseline):
+        # Every outcome is as published.
+        return {t.source: dict(NOTHING) for t in SOURCE_TABLES} | {USER_CHANGES: {"added": [], "removed": []}}
+    conn.execute("ATTACH DATABASE ? AS base", (f"file:{quote(str(baseline))}?mode=ro",))
+    try:
+        out: dict[str, dict] = {}
+        changed_parents: dict[str, set] = {}
+        for table in SOURCE_TABLES:
+            out[table.source] = plan_table(conn, table, changed_parents)
+            changed_parents[table.name] = set(out[table.source]["keys"])
+        return out | {USER_CHANGES: user_changes(conn, out)}
+    finally:
+        conn.execute("DETACH DATABASE base")
+
+
+def baseline(cur) -> dict | None:
+    """The snapshot the target's last published run was made from, with the specs it was made under."""
+    cur.execute("SELECT to_regclass('migration.runs') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return None
+    # to_jsonb: a bookkeeping table from before the spec column reads as NULL instead of failing.
+    cur.execute(
+        "SELECT run_id, snapshot, to_jsonb(r) ->> 'spec' FROM migration.runs AS r ORDER BY finished_at DESC LIMIT 1"
+    )
+    row = cur.fetchone()
+    return None if row is None else {"run_id": row[0], "snapshot": row[1], "spec": row[2]}
