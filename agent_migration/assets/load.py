@@ -178,9 +178,13 @@ def publish(
                 check_baseline(cur, source_snapshot["baseline"])
             cur.execute("SELECT clock_timestamp() AT TIME ZONE 'UTC'")
             locked_at = cur.fetchone()[0]
-            changes = merge.publish(
-                cur, frames, columns, list(SOURCE_TABLES), rejects, context.log.info, scopes
-            )
+            if scopes is not None and nothing_to_merge(scopes, source_snapshot):
+                context.log.info("no source row changed since the last published run: nothing to merge")
+                changes = {t.name: {"inserted": 0, "updated": 0, "deleted": 0} for t in TARGET_TABLES}
+            else:
+                changes = merge.publish(
+                    cur, frames, columns, list(SOURCE_TABLES), rejects, context.log.info, scopes
+                )
             for table in SOURCE_TABLES:
                 changes[table.name]["rejected"] = int((rejects["source_table"] == table.source).sum())
             cur.execute("DELETE FROM migration.source_stats")
@@ -274,6 +278,16 @@ def change_scopes(source_snapshot: dict, users: pd.DataFrame, clean: dict[str, p
         rowids = set(frame[SOURCE_ROWID].astype("int64")) | set(d["gone_rowids"])
         scopes[table.name] = {"keys": [int(k) for k in keys], "rowids": sorted(int(r) for r in rowids)}
     return scopes
+
+
+def nothing_to_merge(scopes: dict, source_snapshot: dict) -> bool:
+    """A change-only run that redid no row and changed no username: the target already holds it all."""
+    users = source_snapshot["changes"][delta.USER_CHANGES]
+    return (
+        not users["added"]
+        and not users["removed"]
+        and not any(s["keys"] or s["rowids"] for s in scopes.values())
+    )
 
 
 def check_baseline(cur, baseline: str) -> None:
