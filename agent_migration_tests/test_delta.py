@@ -178,3 +178,24 @@ def test_a_full_run_when_the_baseline_is_gone_or_asked_for(tmp_path, pg_admin_ur
     assert query(url, "SELECT DISTINCT spec FROM migration.runs WHERE spec <> 'older'") == [
         (delta.spec_fingerprint(),)
     ]
+
+
+def test_a_target_changed_behind_the_migrations_back_is_reported_and_a_full_run_repairs_it(
+    tmp_path, pg_admin_url
+):
+    path = tmp_path / "db.sqlite"
+    write_sample(path, scale="tiny")
+    url = create_database(pg_admin_url)
+    _migrate(tmp_path / "first", path, url)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:  # commits on leaving
+        cur.execute("DELETE FROM chat_messages WHERE id = (SELECT min(id) FROM chat_messages)")
+    source = SqliteSource(path=str(path), backup_dir=str(tmp_path / "second" / "backups"))
+    result, _ = run(tmp_path / "second", source, PostgresTarget(database_url=url))
+    assert mode(result) == "change-only re-sync"  # it trusts the target: the checks do not
+    message = failures(result)["migration_checks"]
+    assert "rows lost or duplicated in: chat_messages" in message and "full_refresh: true" in message
+    config = {"ops": {"source_snapshot": {"config": {"full_refresh": True}}}}
+    _migrate(tmp_path / "third", path, url, run_config=config)
+    fresh = create_database(pg_admin_url)
+    _migrate(tmp_path / "fresh", path, fresh)
+    assert content(url) == content(fresh)

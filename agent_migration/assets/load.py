@@ -133,7 +133,10 @@ SPECS = [
 
 
 def loadable(table: Table, frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.loc[frame[REJECT].isna(), [c.name for c in table.migrated]]
+    columns = [c.name for c in table.migrated]
+    ok = frame[REJECT].isna()
+    # Without rejects, no filter: a boolean filter would copy every column (the chat text included).
+    return frame[columns] if ok.all() else frame.loc[ok, columns]
 
 
 def rejected(table: Table, frame: pd.DataFrame, run_id: str) -> pd.DataFrame:

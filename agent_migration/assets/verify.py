@@ -169,11 +169,15 @@ def migration_checks(context: dg.AssetCheckExecutionContext, target: PostgresTar
         raise fail(exc, target) from None
     if lost:
         raise dg.Failure(
-            description=f"rows lost or duplicated in: {', '.join(lost)} (see check row_accounting)"
+            description=f"rows lost or duplicated in: {', '.join(lost)} (see check row_accounting). {FULL_RUN_HINT}"
         )
 
 
 CUTOVER_TAG = "agent_migration/cutover"
+FULL_RUN_HINT = (
+    "If the target was changed outside the migration, a full run reloads every row: launch migrate with "
+    "ops: {source_snapshot: {config: {full_refresh: true}}}"
+)
 
 
 def failing_audits(cur, stats) -> list[str]:
@@ -204,7 +208,7 @@ def migration_report(context: dg.AssetExecutionContext, target: PostgresTarget) 
             bad = [r["table"] for r in rows if not r["passed"]]
             if bad:
                 raise dg.Failure(
-                    description=f"rows lost or duplicated in {', '.join(bad)}",
+                    description=f"rows lost or duplicated in {', '.join(bad)}. {FULL_RUN_HINT}",
                     metadata={"accounting": dg.MetadataValue.md(markdown_table(rows))},
                 )
             if cutting_over:
