@@ -18,7 +18,6 @@ published, its file gone, or published by another version of the table specs.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import sqlite3
@@ -27,10 +26,11 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from agent_migration.resources import sqlite_ident
-from agent_migration.rules import Username
-from agent_migration.tables import BY_NAME, SOURCE_TABLES, USERS, Table
+from agent_migration.resources import same_file, sqlite_ident
+from agent_migration.rules import Username, valid_values
+from agent_migration.tables import SOURCE_TABLES, Table
 
+_IN_ROWIDS = "rowid IN (SELECT value FROM json_each(?))"
 USER_CHANGES = "(users)"  # the plan's entry for the users (not a source table)
 VERSION = 1  # bump when the meaning of a published snapshot changes (rules, merge)
 
@@ -47,16 +47,6 @@ def spec_fingerprint() -> str:
         for t in SOURCE_TABLES
     ]
     return hashlib.sha256(json.dumps([VERSION, described]).encode()).hexdigest()[:16]
-
-
-def parent_refs(table: Table) -> list[tuple[str, Table]]:
-    """(source column, parent table) for each migrated reference to another migrated table (not users)."""
-    refs = []
-    for col in table.migrated:
-        parent = col.references.split("(")[0] if col.references else None
-        if parent and parent != USERS.name and BY_NAME[parent].source:
-            refs.append((col.source, BY_NAME[parent]))
-    return refs
 
 
 def affinity(declared: str) -> str:
@@ -95,8 +85,8 @@ def clean_keys(rule, values: list) -> set:
     """The values `rule` makes of raw `values`, the rejected ones left out."""
     if not values:
         return set()
-    checked = rule.apply(pd.Series(values, dtype=object), "delta")
-    return {v.item() if hasattr(v, "item") else v for v in checked.values[checked.reasons.isna()].dropna()}
+    valid = valid_values(rule, pd.Series(values, dtype=object), "delta")
+    return {v.item() if hasattr(v, "item") else v for v in valid}
 
 
 def _plain_keys(values: list) -> set:
@@ -108,8 +98,24 @@ def _column(conn, query: str, *params) -> list:
     return [row[0] for row in conn.execute(query, params)]
 
 
+def _ordered(values) -> list:
+    """Keys of mixed types (integers, text) in a stable order."""
+    return sorted(values, key=lambda v: (str(type(v)), v))
+
+
 def _json(values) -> str:
-    return json.dumps(sorted(values, key=lambda v: (str(type(v)), v)))
+    return json.dumps(_ordered(values))
+
+
+def _distinct(conn, schema: str, table: Table, column: str, where: str, param: str) -> list:
+    """The distinct values of `column` in rows matching `where` (1 and 1.0 apart, text byte for byte)."""
+    c = sqlite_ident(column)
+    return _column(
+        conn,
+        f"SELECT DISTINCT {c} COLLATE BINARY, typeof({c}) FROM {schema}.{sqlite_ident(table.source)} "
+        f"WHERE {where.format(c=c)}",
+        param,
+    )
 
 
 def plan_table(conn: sqlite3.Connection, table: Table, changed_parents: dict[str, set]) -> dict:
@@ -121,9 +127,9 @@ def plan_table(conn: sqlite3.Connection, table: Table, changed_parents: dict[str
     # whatever their keys: a value the rule may rewrite, or a changed parent.
     static = [f"typeof(n.{key_col}) <> '{key_rule.keeps}'"]
     params: dict = {}
-    for i, (source_col, parent) in enumerate(parent_refs(table)):
-        ref, rule = sqlite_ident(source_col), next(c.rule for c in table.migrated if c.source == source_col)
-        static.append(f"typeof(n.{ref}) NOT IN ('{rule.keeps}', 'null')")
+    for i, (col, parent) in enumerate(table.parent_refs):
+        ref = sqlite_ident(col.source)
+        static.append(f"typeof(n.{ref}) NOT IN ('{col.rule.keeps}', 'null')")
         static.append(f"n.{ref} IN (SELECT value FROM json_each(:p{i}))")
         params[f"p{i}"] = _json(changed_parents[parent.name])
     scanned = conn.execute(
@@ -163,62 +169,17 @@ def plan_table(conn: sqlite3.Connection, table: Table, changed_parents: dict[str
     names = {"old": [], "new": []}
     for col in table.migrated:
         if isinstance(col.rule, Username):  # what the users may lose and gain by these rows
-            c = sqlite_ident(col.source)
             for side, schema, ids_ in (("old", "base", gone + changed_ids), ("new", "main", changed_ids)):
-                names[side] += clean_keys(
-                    col.rule,
-                    _column(
-                        conn,
-                        f"SELECT DISTINCT {c} COLLATE BINARY, typeof({c}) FROM {schema}.{name} WHERE rowid IN (SELECT value FROM json_each(?))",
-                        json.dumps(ids_),
-                    ),
-                )
+                found = _distinct(conn, schema, table, col.source, _IN_ROWIDS, json.dumps(ids_))
+                names[side] += clean_keys(col.rule, found)
     return {
         "rowids": sorted(redo),
         "gone_rowids": sorted(set(gone) | set(changed_ids)),
         "names": names,
-        "keys": sorted(keys, key=lambda v: (str(type(v)), v)),
+        "keys": _ordered(keys),
         "changed": len(changed),
         "deleted": len(gone),
     }
-
-
-def same_file(a: str | Path, b: str | Path, cache: bool = True) -> bool:
-    """The same database, byte for byte: the backup copies every page as is, so snapshots of an unchanged
-    source are equal, and equal to the source itself but for header counters (see `_COUNTERS`).
-
-    `cache`: for snapshots, which never change once written; not for a live file."""
-    a, b = Path(a).resolve(), Path(b).resolve()
-    if a == b:
-        return True
-    sa, sb = a.stat(), b.stat()
-    if sa.st_size != sb.st_size:
-        return False
-    compare = _same_bytes if cache else _same_bytes.__wrapped__
-    return compare(str(a), str(b), sa.st_mtime_ns, sb.st_mtime_ns)
-
-
-# Header bytes a backup writes anew (https://sqlite.org/fileformat.html, 1.3): the file change counter,
-# the schema cookie, the version-valid-for number and the library version. The schema itself is in page 1.
-_COUNTERS = ((24, 28), (40, 44), (92, 100))
-
-
-def _header(chunk: bytes) -> bytes:
-    out = bytearray(chunk)
-    for start, end in _COUNTERS:
-        out[start:end] = bytes(end - start)
-    return bytes(out)
-
-
-@functools.lru_cache(maxsize=8)  # asked twice per run: by the integrity check and by the plan
-def _same_bytes(a: str, b: str, _mtime_a: int, _mtime_b: int, block: int = 1 << 20) -> bool:
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        if _header(fa.read(100)) != _header(fb.read(100)):
-            return False
-        while chunk := fa.read(block):
-            if chunk != fb.read(block):
-                return False
-    return True
 
 
 NOTHING = {
@@ -243,13 +204,8 @@ def user_changes(conn: sqlite3.Connection, tables: dict[str, dict]) -> dict[str,
     for table in SOURCE_TABLES if maybe else ():
         for col in table.migrated:
             if isinstance(col.rule, Username):
-                c = sqlite_ident(col.source)
-                found = _column(
-                    conn,
-                    f"SELECT DISTINCT {c} COLLATE BINARY, typeof({c}) FROM main.{sqlite_ident(table.source)} "
-                    f"WHERE {c} IN (SELECT value FROM json_each(?)) OR typeof({c}) NOT IN ('text', 'null')",
-                    _json(maybe),
-                )
+                where = "{c} IN (SELECT value FROM json_each(?)) OR typeof({c}) NOT IN ('text', 'null')"
+                found = _distinct(conn, "main", table, col.source, where, _json(maybe))
                 still |= clean_keys(col.rule, found)
     return {"added": sorted(added), "removed": sorted(maybe - still)}
 

@@ -7,6 +7,7 @@ never contains a password.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sqlite3
@@ -97,8 +98,6 @@ class SqliteSource(dg.ConfigurableResource):
             if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and time.monotonic() > deadline:
                 raise busy
 
-        from agent_migration.delta import same_file  # delta builds on this module
-
         try:
             with self.connect(source) as src:
                 if keep and unchanged_since(src, source, keep):
@@ -141,8 +140,6 @@ class SqliteSource(dg.ConfigurableResource):
 def unchanged_since(src: sqlite3.Connection, source: Path, snapshot: str) -> bool:
     """Whether the live source file is byte-identical to `snapshot`, read under a shared lock (no writer
     can commit meanwhile). Never for a WAL database: its latest commits may be in the -wal file only."""
-    from agent_migration.delta import same_file  # delta builds on this module
-
     if src.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
         return False
     src.execute("BEGIN")
@@ -151,6 +148,44 @@ def unchanged_since(src: sqlite3.Connection, source: Path, snapshot: str) -> boo
         return same_file(source, snapshot, cache=False)
     finally:
         src.execute("ROLLBACK")
+
+
+def same_file(a: str | Path, b: str | Path, cache: bool = True) -> bool:
+    """The same database, byte for byte: the backup copies every page as is, so snapshots of an unchanged
+    source are equal, and equal to the source itself but for header counters (see `_COUNTERS`).
+
+    `cache`: for snapshots, which never change once written; not for a live file."""
+    a, b = Path(a).resolve(), Path(b).resolve()
+    if a == b:
+        return True
+    sa, sb = a.stat(), b.stat()
+    if sa.st_size != sb.st_size:
+        return False
+    compare = _same_bytes if cache else _same_bytes.__wrapped__
+    return compare(str(a), str(b), sa.st_mtime_ns, sb.st_mtime_ns)
+
+
+# Header bytes a backup writes anew (https://sqlite.org/fileformat.html, 1.3): the file change counter,
+# the schema cookie, the version-valid-for number and the library version. The schema itself is in page 1.
+_COUNTERS = ((24, 28), (40, 44), (92, 100))
+
+
+def _header(chunk: bytes) -> bytes:
+    out = bytearray(chunk)
+    for start, end in _COUNTERS:
+        out[start:end] = bytes(end - start)
+    return bytes(out)
+
+
+@functools.lru_cache(maxsize=8)  # asked twice per run: by the integrity check and by the plan
+def _same_bytes(a: str, b: str, _mtime_a: int, _mtime_b: int, block: int = 1 << 20) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        if _header(fa.read(100)) != _header(fb.read(100)):
+            return False
+        while chunk := fa.read(block):
+            if chunk != fb.read(block):
+                return False
+    return True
 
 
 def sqlite_ident(name: str) -> str:

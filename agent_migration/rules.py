@@ -76,7 +76,7 @@ _SINGLE = {"string": str, "integer": int, "floating": float, "bytes": bytes}
 
 
 def is_arrow_text(raw: pd.Series) -> bool:
-    """An Arrow text column: every value is text or NULL (the extraction's form of free text)."""
+    """An Arrow text column: every value is text or NULL (how the extraction hands text to `arrow_text` rules)."""
     dtype = raw.dtype
     return isinstance(dtype, pd.ArrowDtype) and (
         pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)
@@ -574,6 +574,12 @@ def with_rejects(out: pd.DataFrame, reasons: pd.Series, raw: pd.DataFrame, table
     return out
 
 
+def valid_values(rule: Rule, raw: pd.Series, label: str) -> pd.Series:
+    """What `rule` makes of the raw values it accepts (rejected and NULL ones left out)."""
+    checked = rule.apply(raw, label)
+    return checked.values[checked.reasons.isna()].dropna()
+
+
 def usernames(table: Table, raw: pd.DataFrame | Mapping[str, pd.Series]) -> pd.Series:
     """Every valid username a raw table references (rejected rows included), exact text.
 
@@ -581,8 +587,7 @@ def usernames(table: Table, raw: pd.DataFrame | Mapping[str, pd.Series]) -> pd.S
     found = []
     for col in table.migrated:
         if isinstance(col.rule, Username):
-            checked = col.rule.apply(raw[col.source], col.source)
-            found.append(checked.values[checked.reasons.isna()].dropna())
+            found.append(valid_values(col.rule, raw[col.source], col.source))
     return pd.concat(found) if found else pd.Series([], dtype=object)
 
 

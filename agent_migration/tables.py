@@ -87,6 +87,17 @@ class Table:
         return [c for c in self.columns if c.references]
 
     @property
+    def parent_refs(self) -> list[tuple[Col, Table]]:
+        """(column, parent) for each migrated column naming a row of another migrated table (users aside:
+        usernames are remapped, never rejected for a missing parent)."""
+        refs = []
+        for col in self.migrated:
+            parent = BY_NAME.get(col.references.split("(")[0]) if col.references else None
+            if parent is not None and parent.source:
+                refs.append((col, parent))
+        return refs
+
+    @property
     def serial(self) -> Col | None:
         return next((c for c in self.columns if c.is_serial), None)
 

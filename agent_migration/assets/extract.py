@@ -1,7 +1,7 @@
 """Extract: one consistent snapshot of the SQLite source, then one raw DataFrame per source table.
 
 Raw frames keep every value exactly as SQLite stored it (object columns: None, int, float, str, bytes;
-a free-text column holding only valid text is kept as Arrow text), so the row rules see what the app wrote
+a text column holding only valid text is kept as Arrow text), so the row rules see what the app wrote
 and rejected rows keep their true payload.
 """
 
@@ -177,8 +177,8 @@ def read_table(conn, table: Table, log=None, rowids: list[int] | None = None) ->
 def _read(conn, table: Table, log=None, rowids: list[int] | None = None) -> pd.DataFrame:
     columns = ["_rowid", *table.source_columns]
     text = [c.source for c in table.migrated if c.rule.arrow_text]
-    # A free-text column comes as two: its text as bytes (no Python string per row: the batch becomes
-    # one Arrow buffer), and any value that is not text, as stored.
+    # A column whose rule takes Arrow text comes as two: its text as bytes (no Python string per row: the
+    # batch becomes one Arrow buffer), and any value that is not text, as stored.
     selected = ["rowid"]
     for column in table.source_columns:
         c = sqlite_ident(column)
@@ -222,7 +222,7 @@ def quarter(done: int, total: int) -> int:
 
 
 def text_chunk(utf8: np.ndarray, other: np.ndarray) -> np.ndarray | pa.Array:
-    """One batch of a free-text column: Arrow text when every value is valid text or NULL, else the
+    """One batch of a text column: Arrow text when every value is valid text or NULL, else the
     values as stored (undecodable bytes kept as surrogates, for the rules to reject)."""
     if pd.isna(other).all():
         arrow = arrow_text(utf8)

@@ -22,7 +22,7 @@ from agent_migration.rules import (
     remap_users,
     usernames,
 )
-from agent_migration.tables import BY_NAME, SOURCE_TABLES, USERS, Table
+from agent_migration.tables import SOURCE_TABLES, USERS, Table
 
 
 def read_existing_users(target: PostgresTarget) -> pd.DataFrame:
@@ -87,12 +87,6 @@ def referenced(conn, table: Table) -> dict[str, pd.Series]:
     }
 
 
-def parent_tables(table: Table) -> list[Table]:
-    """Migrated tables this table's migrated foreign keys point at (users aside: remapped by name)."""
-    names = [c.references.split("(")[0] for c in table.migrated if c.references]
-    return [BY_NAME[n] for n in names if n != USERS.name]
-
-
 def unchanged_parents(
     target: PostgresTarget, parent: Table, ids: pd.Series, redone: pd.DataFrame
 ) -> pd.Series:
@@ -115,7 +109,7 @@ def unchanged_parents(
 
 
 def clean_asset(table: Table) -> dg.AssetsDefinition:
-    parents = parent_tables(table)
+    parents = list(dict.fromkeys(parent for _, parent in table.parent_refs))
     ins = {"raw": dg.AssetIn(f"raw_{table.source}"), "derived_users": dg.AssetIn()}
     ins |= {f"clean_{p.name}": dg.AssetIn() for p in parents}
 
@@ -138,15 +132,12 @@ def clean_asset(table: Table) -> dg.AssetsDefinition:
     ):
         frame = remap_users(table, clean_table(table, raw), derived_users)
         changes = raw.attrs.get("delta")
-        for col in table.migrated:
-            if col.references and (parent := col.references.split("(")[0]) != USERS.name:
-                parent_frame = loaded[f"clean_{parent}"]
-                ok = parent_frame.loc[parent_frame[REJECT].isna(), BY_NAME[parent].key]
-                if changes is not None:
-                    ok = pd.concat(
-                        [ok, unchanged_parents(target, BY_NAME[parent], frame[col.name], parent_frame)]
-                    )
-                frame = reject_missing_parents(frame, col.name, ok, table, raw)
+        for col, parent in table.parent_refs:
+            parent_frame = loaded[f"clean_{parent.name}"]
+            ok = parent_frame.loc[parent_frame[REJECT].isna(), parent.key]
+            if changes is not None:
+                ok = pd.concat([ok, unchanged_parents(target, parent, frame[col.name], parent_frame)])
+            frame = reject_missing_parents(frame, col.name, ok, table, raw)
         if changes is not None:
             frame.attrs["delta"] = changes
         meta = reject_metadata(frame)

@@ -117,20 +117,16 @@ def delete_missing(cur, table: Table, keys: list | None = None) -> int:
     """Delete target rows whose key is no longer in the source (the plan's cascades follow); with
     `keys`, only among those keys (a change-only re-sync stages only the rows it redid), found by index."""
     key = sql.Identifier(table.key)
-    if keys is None:
-        cur.execute(
-            sql.SQL(
-                "DELETE FROM {t} AS t WHERE NOT EXISTS (SELECT 1 FROM {s} AS s WHERE s.{key} = t.{key})"
-            ).format(t=target(table), s=stage_name(table), key=key)
-        )
-    else:
-        cur.execute(
-            sql.SQL(
-                "DELETE FROM {t} AS t USING unnest(%s::bigint[]) AS k(key) WHERE t.{key} = k.key"
-                " AND NOT EXISTS (SELECT 1 FROM {s} AS s WHERE s.{key} = t.{key})"
-            ).format(t=target(table), s=stage_name(table), key=key),
-            (keys,),
-        )
+    using, scope, params = sql.SQL(""), sql.SQL(""), None
+    if keys is not None:
+        using = sql.SQL(" USING unnest(%s::bigint[]) AS k(key)")
+        scope, params = sql.SQL("t.{} = k.key AND ").format(key), (keys,)
+    cur.execute(
+        sql.SQL(
+            "DELETE FROM {t} AS t{using} WHERE {scope}NOT EXISTS (SELECT 1 FROM {s} AS s WHERE s.{key} = t.{key})"
+        ).format(t=target(table), s=stage_name(table), key=key, using=using, scope=scope),
+        params,
+    )
     return cur.rowcount
 
 
@@ -329,10 +325,11 @@ def publish(
         advance_sequence(cur, table)
     if scopes is None:
         cur.execute("DELETE FROM migration.rejected_rows")
-    for table in source_tables if scopes else ():
-        cur.execute(
-            "DELETE FROM migration.rejected_rows WHERE source_table = %s AND source_rowid = ANY(%s)",
-            (table.source, scopes[table.name]["rowids"]),
-        )
+    else:
+        for table in source_tables:
+            cur.execute(
+                "DELETE FROM migration.rejected_rows WHERE source_table = %s AND source_rowid = ANY(%s)",
+                (table.source, scopes[table.name]["rowids"]),
+            )
     copy_frame(cur, sql.SQL("migration.rejected_rows"), rejects, REJECT_TYPES)
     return changes
