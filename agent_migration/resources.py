@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import dagster as dg
 from pydantic import Field
@@ -42,6 +43,13 @@ class SqliteSource(dg.ConfigurableResource):
     path: str = Field(default="db.sqlite", description="The source file (env SQLITE_PATH).")
     backup_dir: str = Field(default=".migration/backups", description="Where each run's source copy is kept.")
     keep_backups: int = Field(default=5, description="How many source copies to keep.")
+    work_dir: str | None = Field(
+        default=None,
+        description="Where each run's cleaned rows wait for publish (default: `runs` beside backup_dir).",
+    )
+    chunk_rows: int = Field(
+        default=100_000, gt=0, description="Rows read and cleaned at a time: sets the memory, not the source."
+    )
     busy_timeout_s: float = Field(
         default=30.0, description="How long to wait while a writer locks the source."
     )
@@ -73,6 +81,17 @@ class SqliteSource(dg.ConfigurableResource):
         target = Path(path or self.check_file()).resolve()
         conn = sqlite3.connect(f"file:{target}?mode=ro", uri=True, timeout=self.busy_timeout_s)
         conn.text_factory = decode_text
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def connect_arrow(self, path: str | os.PathLike) -> Iterator:
+        """A read-only ADBC connection to a snapshot: typed Arrow batches, read in C."""
+        import adbc_driver_sqlite.dbapi as adbc_sqlite
+
+        conn = adbc_sqlite.connect(f"file:{quote(str(Path(path).resolve()))}?mode=ro")
         try:
             yield conn
         finally:

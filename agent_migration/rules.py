@@ -1,75 +1,35 @@
-"""Pure row rules: pandas in, pandas out; no I/O.
+"""Pure column rules: a raw column in, target values and a reason per refused value out; no I/O.
 
 SQLite is dynamically typed, so a raw column is an object Series holding whatever each row stored:
-None, int, float, str (undecodable bytes arrive as lone surrogates, see `extract`) or bytes (a BLOB).
-Each rule turns such a Series into target values plus a reason for every value it refuses;
-`clean_table` applies a table's rules and keeps, for each refused row, its reasons and its payload.
-Nothing is clamped, truncated or guessed: a value is converted exactly or the row is rejected.
+None, int, float, str (undecodable bytes arrive as lone surrogates) or bytes (a BLOB), or Arrow text
+when a batch holds only valid text. Each rule turns such a Series into target values plus a reason for
+every value it refuses. Nothing is clamped, truncated or guessed: a value is converted exactly or the
+row is rejected. Table-level cleaning (whole rows, keys, rejects) is in `cleaning.py`; the same rules
+on typed Arrow columns, for the rows SQLite stored as expected, in `fastpath.py`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import MAX_EMAX, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, localcontext
-from typing import TYPE_CHECKING
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-if TYPE_CHECKING:
-    from agent_migration.tables import Table
+from agent_migration.values import DECIMAL, SURROGATES, show
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-REJECT, PAYLOAD, SOURCE_KEY = "_reject", "_payload", "_source_key"
-SOURCE_ROWID = "_rowid"  # the row's SQLite rowid: names it in rejected_rows for change-only re-syncs
-_SURROGATES = re.compile("[\ud800-\udfff]")
 _WHOLE = re.compile(r"^[+-]?\d+(?:\.0*)?$")
-_DECIMAL = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")
 _TIMESTAMP = re.compile(
     r"^(?P<date>\d{4}-\d{2}-\d{2})[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?P<tz>Z|[+-]\d{2}(?::?\d{2})?)?$"
 )
 _BOOLS = {"1": True, "0": False, "true": True, "false": False, "t": True, "f": False}
-EXACT = Context(prec=100_000, Emax=MAX_EMAX, Emin=MIN_EMIN)  # sums of any SQLite number, exactly
 EPOCH_MS_ABOVE = 10**11  # an epoch above this many seconds would be after year 5138: it is milliseconds
 _TS_MIN, _TS_MAX = pd.Timestamp("0001-01-01"), pd.Timestamp("9999-12-31 23:59:59.999999")
-
-
-def show(value: object, limit: int = 60) -> str:
-    """A short, printable rendering of a raw value for a rejection reason."""
-    if value is pd.NA:  # NULL in Arrow text
-        value = None
-    if isinstance(value, bytes):
-        return f"BLOB x'{value[:24].hex()}{'…' if len(value) > 24 else ''}'"
-    if isinstance(value, str):
-        text = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        text = text.replace("\x00", "\\x00")
-        return repr(text if len(text) <= limit else text[:limit] + "…")
-    return repr(value)
-
-
-def json_safe(value: object) -> object:
-    """A raw SQLite value as something JSONB can hold, losslessly.
-
-    Text with NUL characters or undecodable bytes and BLOBs become {"$type", "hex", "text"}: the exact
-    bytes in hex plus a readable escaped rendering; NaN and infinities become strings.
-    """
-    if isinstance(value, bytes):
-        text = value.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
-        return {"$type": "blob", "hex": value.hex(), "text": text}
-    if isinstance(value, str) and ("\x00" in value or _SURROGATES.search(value)):
-        raw = value.encode("utf-8", "surrogateescape")
-        text = raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
-        return {"$type": "text", "hex": raw.hex(), "text": text}
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
-
 
 FACTORIZE_MIN_ROWS = 4096
 _SINGLE = {"string": str, "integer": int, "floating": float, "bytes": bytes}
@@ -119,7 +79,7 @@ def text_flags(text: pd.Series) -> tuple[pd.Index, pd.Index]:
         arrow = pa.array(values, type=pa.string())
         bad = np.zeros(len(values), dtype=bool)
     except (UnicodeEncodeError, pa.ArrowException):
-        bad = np.fromiter((bool(_SURROGATES.search(v)) for v in values), dtype=bool, count=len(values))
+        bad = np.fromiter((bool(SURROGATES.search(v)) for v in values), dtype=bool, count=len(values))
         arrow = pa.array(np.where(bad, "", values), type=pa.string())
     nul = pc.match_substring(arrow, "\x00").to_numpy(zero_copy_only=False)
     return text.index[nul], text.index[bad]
@@ -143,6 +103,9 @@ class Rule:
     # matches keys and references of that class in SQL; values of any other class are always redone.
     keeps: str | None = None
     arrow_text = False  # the extraction may hand this rule Arrow text (see `is_arrow_text`)
+    # The storage class the fast path reads for this rule as typed Arrow (`sqlite_read.read_typed`); a
+    # value of any other class takes the exact path.
+    stored: str | None = None
     repeats = False  # values repeat by nature (names, choices): always checked once per distinct value
 
     def apply(self, raw: pd.Series, label: str, column: str | None = None) -> Checked:
@@ -225,6 +188,7 @@ class Integer(Rule):
     hi: int | None = None
     required: bool = False
     expects = "an integer"
+    stored = "integer"
     keeps = "integer"
 
     def convert(self, raw, kinds, column):
@@ -257,6 +221,7 @@ class Text(Rule):
     max_len: int | None = None
     required: bool = False
     expects = "text"
+    stored = "text"
     keeps = "text"
     arrow_text = True
 
@@ -334,7 +299,7 @@ class Username(Text):
 def _strings_in(obj: object) -> bool:
     """True when a parsed JSON value holds a string (key or value) that PostgreSQL JSONB cannot store."""
     if isinstance(obj, str):
-        return "\x00" in obj or bool(_SURROGATES.search(obj))
+        return "\x00" in obj or bool(SURROGATES.search(obj))
     if isinstance(obj, dict):
         return any(_strings_in(k) or _strings_in(v) for k, v in obj.items())
     if isinstance(obj, list):
@@ -362,6 +327,7 @@ class Json(Rule):
 
     empty: str | None = None
     expects = "JSON text"
+    stored = "text"
 
     def apply(self, raw, label, column=None):
         checked = super().apply(raw, label, column)
@@ -384,6 +350,7 @@ class Json(Rule):
 @dataclass(frozen=True)
 class Boolean(Rule):
     expects = "a boolean"
+    stored = "integer"
 
     def convert(self, raw, kinds, column):
         def as_bool(v):
@@ -402,6 +369,7 @@ class Timestamp(Rule):
     """Text timestamps (SQLite's or ISO 8601, offsets converted to UTC) and Unix epochs -> UTC wall clock."""
 
     expects = "a timestamp"
+    stored = "text"
     arrow_text = True
 
     def convert(self, raw, kinds, column):
@@ -447,12 +415,13 @@ class Money(Rule):
     required: bool = True
     tolerance: float = 1e-6
     expects = "an amount"
+    stored = "real"
 
     def convert(self, raw, kinds, column):
         reasons = pd.Series(None, index=raw.index, dtype=object)
         numeric = kinds.isin([int, float])
         text = raw[kinds.eq(str)]
-        shaped = text.str.match(_DECIMAL)
+        shaped = text.str.match(DECIMAL)
         reasons[text[~shaped].index] = "is not a number"
         nums = pd.concat([raw[numeric].astype(float), text[shaped].astype(float)])
         unit = 10**self.scale
@@ -479,183 +448,3 @@ class Money(Rule):
 
     def check_sql(self, column):
         return f"{column} >= 0"
-
-
-# ---------------------------------------------------------------- tables
-
-
-def key_text(value: object) -> str | None:
-    """A source key as readable text: undecodable bytes as \\xNN, NUL as \\x00, a BLOB as x'hex'."""
-    if value is None or value is pd.NA:  # pd.NA: NULL in Arrow text
-        return None
-    if isinstance(value, bytes):
-        return f"x'{value.hex()}'"
-    if isinstance(value, str):
-        return (
-            value.encode("utf-8", "surrogateescape")
-            .decode("utf-8", "backslashreplace")
-            .replace("\x00", "\\x00")
-        )
-    return str(value)
-
-
-def source_key(table: Table, raw: pd.DataFrame, rows: pd.Index | None = None) -> pd.Series:
-    """The source primary key as text, for `rows` (default all); with the rowid where the key is NULL or
-    not unique, so that each text names one row."""
-    keys = raw[table.key_col.source]
-    ambiguous = keys.isna() | keys.duplicated(keep=False)
-    if rows is not None:
-        keys, ambiguous = keys.loc[rows], ambiguous.loc[rows]
-    text = keys.map(key_text).astype(object)
-    ambiguous |= text.duplicated(keep=False)  # e.g. 1 and '1'
-    if "_rowid" in raw and ambiguous.any():
-        rowids = raw.loc[ambiguous[ambiguous].index, "_rowid"].astype(str)
-        text[ambiguous] = text[ambiguous].fillna("NULL") + " (rowid " + rowids + ")"
-    return text
-
-
-def payload(raw: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """Each row as JSON text keyed by its source column names, nothing dropped (see `json_safe`)."""
-    rows = raw[columns].to_dict("records")
-    texts = [json.dumps({k: json_safe(v) for k, v in row.items()}, ensure_ascii=False) for row in rows]
-    return pd.Series(texts, index=raw.index, dtype=object)
-
-
-def combine_reasons(parts: list[pd.Series], index: pd.Index) -> pd.Series:
-    """One reason per row: every rule's reason for it, joined; None where all rules accepted it."""
-    if not parts:
-        return pd.Series(None, index=index, dtype=object)
-    frame = pd.concat(parts, axis=1)
-    bad = frame.notna().any(axis=1)
-    out = pd.Series(None, index=index, dtype=object)
-    out[bad] = ["; ".join(x for x in row if isinstance(x, str)) for row in frame[bad].itertuples(index=False)]
-    return out
-
-
-def clean_table(table: Table, raw: pd.DataFrame) -> pd.DataFrame:
-    """Apply every column rule of `table` to its raw source frame.
-
-    Returns one row per source row: the target columns (usernames still as text), `_source_key`,
-    `_reject` (the reasons, or None when the row can be loaded) and `_payload` (JSON of the raw row,
-    for rejected rows only).
-    """
-    out = pd.DataFrame(index=raw.index)
-    parts = []
-    for col in table.migrated:
-        checked = col.rule.apply(raw[col.source], f"{table.source}.{col.source}", col.name)
-        out[col.name] = checked.values
-        parts.append(checked.reasons)
-    reasons = combine_reasons(parts, raw.index)
-    key = out[table.key]
-    dup = key.notna() & key.duplicated(keep="first")
-    if dup.any():
-        label = f"{table.source}.{table.key_col.source}"
-        why = pd.Series(f"{label}: duplicate source key", index=key[dup].index)
-        reasons = combine_reasons([reasons, why], raw.index)
-    return with_rejects(out, reasons, raw, table)
-
-
-def with_rejects(out: pd.DataFrame, reasons: pd.Series, raw: pd.DataFrame, table: Table) -> pd.DataFrame:
-    """Set `_reject` (joining any earlier reasons), and `_source_key` and `_payload` for the rejected rows.
-
-    Keys and payloads are built for rejected rows only: loaded rows keep their key in the target.
-    """
-    if REJECT in out:
-        reasons = combine_reasons([out[REJECT], reasons], out.index)
-    out[REJECT] = reasons
-    if SOURCE_ROWID in raw:
-        out[SOURCE_ROWID] = raw[SOURCE_ROWID]
-    rejected = reasons.notna()
-    out[SOURCE_KEY] = pd.Series(None, index=out.index, dtype=object)
-    out[PAYLOAD] = pd.Series(None, index=out.index, dtype=object)
-    if rejected.any():
-        out.loc[rejected, SOURCE_KEY] = source_key(table, raw, out.index[rejected])
-        out.loc[rejected, PAYLOAD] = payload(raw[rejected], table.source_columns)
-    return out
-
-
-def valid_values(rule: Rule, raw: pd.Series, label: str) -> pd.Series:
-    """What `rule` makes of the raw values it accepts (rejected and NULL ones left out)."""
-    checked = rule.apply(raw, label)
-    return checked.values[checked.reasons.isna()].dropna()
-
-
-def usernames(table: Table, raw: pd.DataFrame | Mapping[str, pd.Series]) -> pd.Series:
-    """Every valid username a raw table references (rejected rows included), exact text.
-
-    `raw`: the raw frame, or for each username column its distinct raw values."""
-    found = []
-    for col in table.migrated:
-        if isinstance(col.rule, Username):
-            found.append(valid_values(col.rule, raw[col.source], col.source))
-    return pd.concat(found) if found else pd.Series([], dtype=object)
-
-
-def derive_users(references: list[pd.Series], existing: pd.DataFrame, sequence: int = 0) -> pd.DataFrame:
-    """The users table: one row per distinct referenced username.
-
-    Existing users (`existing`: id, username, from the target) keep their ids so re-syncs never renumber;
-    new usernames get ids after both the largest id and the users sequence (`sequence`, its last value),
-    in sorted order, so a fresh migration is deterministic.
-    """
-    names = pd.Series(pd.concat(references).unique() if references else [], dtype=object)
-    known = existing.set_index("username")["id"] if len(existing) else pd.Series(dtype="int64")
-    kept = names[names.isin(known.index)]
-    new = np.sort(names[~names.isin(known.index)].to_numpy(dtype=object))
-    start = max(int(existing["id"].max()) if len(existing) else 0, sequence) + 1
-    users = pd.DataFrame(
-        {
-            "id": np.concatenate([known[kept].to_numpy(dtype="int64"), np.arange(start, start + len(new))]),
-            "username": np.concatenate([kept.to_numpy(dtype=object), new]),
-        }
-    )
-    return users.astype({"id": "int64", "username": object}).sort_values("id", ignore_index=True)
-
-
-def remap_users(table: Table, clean: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
-    """Replace every username column of a cleaned table by the matching users.id."""
-    ids = users.set_index("username")["id"]
-    out = clean.copy()
-    for col in table.migrated:
-        if isinstance(col.rule, Username):
-            out[col.name] = clean[col.name].map(ids).astype("Int64")
-    return out
-
-
-def reject_missing_parents(
-    clean: pd.DataFrame, column: str, parents: pd.Series, table: Table, raw: pd.DataFrame
-) -> pd.DataFrame:
-    """Reject rows whose `column` names a parent id not in `parents` (missing or rejected in the source)."""
-    label = f"{table.source}.{table.col(column).source}"
-    ids = clean[column]
-    orphan = ids.notna() & ~ids.isin(parents) & clean[REJECT].isna()
-    reasons = pd.Series(None, index=clean.index, dtype=object)
-    reasons[orphan] = [
-        f"{label}: names agent {v}, which is missing or rejected (got {v})" for v in ids[orphan]
-    ]
-    return with_rejects(clean.copy(), reasons, raw, table)
-
-
-def numeric(value: object) -> Decimal | None:
-    """A raw cell's numeric value, exactly, as reconciliation counts it (None: not a number)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return Decimal(value)
-    if isinstance(value, float):
-        return Decimal(repr(value)) if math.isfinite(value) else None
-    if isinstance(value, str) and _DECIMAL.match(value):
-        return Decimal(value)
-    return None
-
-
-def sum_units(rule: Rule, values) -> Decimal:
-    """The total of `values` in the column's unit: cents for money (half up, like PostgreSQL's round)."""
-    total = Decimal(0)
-    scale = getattr(rule, "scale", 0) if isinstance(rule, Money) else 0
-    with localcontext(EXACT):
-        for v in values:
-            n = numeric(v)
-            if n is not None:
-                total += n.scaleb(scale).quantize(Decimal(1), rounding=ROUND_HALF_UP) if scale else n
-    return total

@@ -13,7 +13,6 @@ import pytest
 
 from agent_migration import embedded
 from agent_migration.assets import extract, load, transform, verify
-from agent_migration.io import FrameIOManager
 from agent_migration.resources import PostgresTarget, SqliteSource
 
 MODULES = [extract, transform, load, verify]
@@ -84,7 +83,7 @@ def resources(sqlite_path: Path, pg_url: str, tmp_path: Path) -> dict:
     return {
         "source": SqliteSource(path=str(sqlite_path), backup_dir=str(tmp_path / "backups")),
         "target": PostgresTarget(database_url=pg_url),
-        "io_manager": FrameIOManager(base_dir=str(tmp_path / "storage")),
+        "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "storage")),
     }
 
 

@@ -1,4 +1,5 @@
-"""The benchmark command end to end at `small` scale, as CI runs it, so that it never rots (no timing assertions)."""
+"""The benchmark command end to end at `tiny` and `small` scale, as CI runs it, so that it never rots (no
+timing assertions): every step of both scales runs, and the databases of the last scale hold what they must."""
 
 import json
 import os
@@ -14,13 +15,42 @@ from agent_migration.benchmark import DATABASES, HEADER, STEPS, database_url
 from agent_migration_tests.conftest import query, server_dir
 
 PROJECT = Path(__file__).resolve().parent.parent
+TABLES = ("agents", "user_balance", "payments", "chat_messages")
+TARGET = "embedded PostgreSQL (Unix socket)"
 
 
-def test_benchmark_runs_every_step_and_leaves_the_source_fully_migrated():
+def source_counts(path: Path) -> dict[str, int]:
+    with closing(sqlite3.connect(path)) as source:
+        return {t: source.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+
+
+def check_report(report: dict, pgloader_skipped: bool) -> None:
+    assert set(report["steps"]) == set(STEPS)
+    assert report["target"] == TARGET and report["server_version"]
+    for name, step in report["steps"].items():
+        if name == "pgloader" and pgloader_skipped:
+            assert step["status"].startswith("skipped") and step["x_pgloader"] is None
+            continue
+        assert step["status"] == "ok", (name, step)
+        assert step["wall_s"] > 0 and step["rows"] > 0 and step["rows_per_s"] > 0, (name, step)
+        assert step["x_migrate"] > 0 and step["x_copy_limit"] > 0 and step["x_arrow_limit"] > 0, (name, step)
+    assert report["steps"]["migrate"]["x_migrate"] == 1
+    assert report["steps"]["arrow_limit"]["x_arrow_limit"] == 1
+    assert report["steps"]["migrate_rejects"]["rows"] == report["source"]["total_rows"]
+    assert set(report["reject_heavy"]) == {
+        "wall_x_migrate",
+        "peak_rss_largest_x_migrate",
+        "peak_rss_sum_x_migrate",
+    }
+    assert report["reject_heavy"]["wall_x_migrate"] > 0
+    assert report["resync_1pct_changed_rows"] > 0
+
+
+def test_benchmark_runs_every_step_of_each_scale_and_leaves_the_databases_right():
     # Outside pytest's 0700 tmp tree: as root, the embedded server runs as its own user.
     workdir = server_dir() / "bench"
     report_path = workdir.parent / "b.json"
-    args = ["--scale", "small", "--workdir", str(workdir), "--json", str(report_path), "--keep-server"]
+    args = ["--scale", "tiny,small", "--workdir", str(workdir), "--json", str(report_path), "--keep-server"]
     if shutil.which("pgloader") is None:
         args.append("--skip-pgloader")
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SQLITE_PATH")}
@@ -37,29 +67,35 @@ def test_benchmark_runs_every_step_and_leaves_the_source_fully_migrated():
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
         report = json.loads(report_path.read_text())
-        assert set(report["steps"]) == set(STEPS)
-        for name, step in report["steps"].items():
-            if name == "pgloader" and "--skip-pgloader" in args:
-                assert step["status"].startswith("skipped")
-                continue
-            assert step["status"] == "ok", (name, step)
-            assert step["wall_s"] > 0 and step["rows"] > 0 and step["rows_per_s"] > 0, (name, step)
-        header = next(line for line in done.stdout.splitlines() if line.startswith("| step"))
-        assert [cell.strip() for cell in header.strip("|").split("|")] == list(HEADER)
+        assert list(report["scales"]) == ["tiny", "small"]
+        for scale in report["scales"].values():
+            check_report(scale, "--skip-pgloader" in args)
+        headers = [line for line in done.stdout.splitlines() if line.startswith("| step")]
+        assert len(headers) == 2  # one table per scale
+        assert [cell.strip() for cell in headers[0].strip("|").split("|")] == list(HEADER)
+        assert done.stdout.count(f"target: {TARGET}") == 2
+        assert done.stdout.count("reject-heavy / clean migrate = ") == 2
         assert str(report_path) in done.stdout
 
-        # Clean data: every source row, after the 1 % change and its re-sync, is in the migrate database.
+        # Clean data: every source row, after the 1 % change and its re-sync, is in the migrate database,
+        # and the Arrow-native limit copied every row too.
         admin = embedded.ensure_database(workdir / "pgdata", "postgres")
-        target = database_url(admin, DATABASES["migrate"])
-        total = 0
-        with closing(sqlite3.connect(workdir / "db.sqlite")) as source:
-            for table in ("agents", "user_balance", "payments", "chat_messages"):
-                expected = source.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                assert query(target, f"SELECT count(*) FROM {table}") == [(expected,)], table
-                total += expected
+        target, arrow = (database_url(admin, DATABASES[db]) for db in ("migrate", "arrow"))
+        expected = source_counts(workdir / "db.sqlite")
+        for table, n in expected.items():
+            assert query(target, f"SELECT count(*) FROM {table}") == [(n,)], table
+            assert query(arrow, f"SELECT count(*) FROM {table}") == [(n,)], table
         assert query(target, "SELECT count(*) FROM migration.rejected_rows") == [(0,)]
-        assert report["resync_1pct_changed_rows"] > 0
-        assert report["steps"]["resync_1pct"]["rows"] == total
+        assert report["scales"]["small"]["steps"]["resync_1pct"]["rows"] == sum(expected.values())
+
+        # The reject-heavy run: every agent rejected, so no agent and no chat message in its database.
+        rejects = database_url(admin, DATABASES["rejects"])
+        agents = source_counts(workdir / "rejects.sqlite")["agents"]
+        assert agents == 1_000
+        rejected = "SELECT count(*) FROM migration.rejected_rows WHERE source_table = 'agents'"
+        assert query(rejects, rejected) == [(agents,)]
+        assert query(rejects, "SELECT count(*) FROM agents") == [(0,)]
+        assert query(rejects, "SELECT count(*) FROM chat_messages") == [(0,)]
     finally:
         embedded.stop(workdir / "pgdata")
         shutil.rmtree(workdir.parent, ignore_errors=True)

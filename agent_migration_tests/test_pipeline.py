@@ -1,5 +1,6 @@
 """The whole graph, for real: a generated SQLite source with every messy case in, the embedded PostgreSQL out."""
 
+import pickle
 import sqlite3
 import time
 from pathlib import Path
@@ -8,9 +9,10 @@ import dagster as dg
 import psycopg2
 import pytest
 
-from agent_migration.rules import key_text
+from agent_migration.artifacts import CleanTable, SourceTable
 from agent_migration.sample import write_sample
 from agent_migration.tables import BY_SOURCE, SOURCE_TABLES, TARGET_TABLES
+from agent_migration.values import key_text
 from agent_migration_tests.conftest import ASSETS, CHECKS, create_database, query, resources, run_migration
 
 APP_TABLES = [t.name for t in TARGET_TABLES]
@@ -307,12 +309,17 @@ def test_materializations_carry_what_a_migrator_needs(migrated):
     assert "source_key" in warn["rejected_sample"].value
 
 
-def test_one_asset_can_be_rematerialized_alone_from_the_kept_frames(migrated):
-    """A later run of one asset reads its inputs from disk: raw frames from the run's snapshot, others pickled."""
+def test_one_asset_can_be_rematerialized_alone_from_the_kept_values(migrated):
+    """A later run of one asset reads its inputs from disk: small typed values pointing at the run's
+    snapshot and Arrow files, never the rows themselves."""
     tmp = migrated["tmp"]
     storage = tmp / "storage"
-    assert (storage / "raw_agents.snapshot.json").exists() and not (storage / "raw_agents.pickle").exists()
-    assert (storage / "derived_users.pickle").exists()
+    raw = pickle.loads((storage / "raw_chat_messages").read_bytes())
+    clean = pickle.loads((storage / "clean_chat_messages").read_bytes())
+    assert isinstance(raw, SourceTable) and isinstance(clean, CleanTable)
+    assert Path(raw.snapshot).is_file() and Path(clean.loaded_path).is_file()
+    assert clean.rows == raw.rows == clean.loaded + clean.rejected
+    assert (storage / "raw_chat_messages").stat().st_size < 4096  # a plan of chunks, not the rows
     with dg.instance_for_test(temp_dir=str(tmp / "dagster_home")) as instance:
         again = dg.materialize(
             [*ASSETS, *CHECKS],

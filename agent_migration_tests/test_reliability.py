@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent_migration.io import FrameIOManager
+from agent_migration.cleaning import PAYLOAD, REJECT, SOURCE_KEY, clean_table
 from agent_migration.resources import PostgresTarget, SqliteSource
-from agent_migration.rules import PAYLOAD, REJECT, SOURCE_KEY, Json, Username, clean_table
+from agent_migration.rules import Json, Username
 from agent_migration.sample import write_sample
 from agent_migration.tables import SOURCE_TABLES
 from agent_migration_tests.conftest import ASSETS, CHECKS, create_database, query, resources
@@ -33,7 +33,7 @@ def run(tmp: Path, source=None, target=None, **kw):
     res = {
         "source": source,
         "target": target,
-        "io_manager": FrameIOManager(base_dir=str(tmp / "storage")),
+        "io_manager": dg.FilesystemIOManager(base_dir=str(tmp / "storage")),
     }
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
@@ -304,8 +304,9 @@ def test_bad_target_settings_fail_clearly_without_leaking_the_password(
     result, logs = run_tiny(tmp_path, PostgresTarget(database_url=url))
     assert not result.success
     failed = failures(result)
-    assert list(failed) == ["target_schema"], failed  # the first step that needs the target
-    assert expected in failed["target_schema"], failed
+    # The first step checks the target before it reads the source: nothing is read or written.
+    assert list(failed) == ["source_snapshot"], failed
+    assert expected in failed["source_snapshot"], failed
     assert PASSWORD not in logs
     assert all(PASSWORD not in m for m in failed.values())
     for event in result.all_events:
@@ -364,7 +365,7 @@ def test_a_target_with_app_tables_of_another_shape_is_refused_untouched(tmp_path
         cur.execute("CREATE TABLE agents (id INTEGER PRIMARY KEY, name TEXT, owner_id BIGINT)")
         cur.execute("INSERT INTO agents VALUES (1, 'kept', 7)")
     result, _ = run_tiny(tmp_path, PostgresTarget(database_url=pg_url))
-    message = failures(result)["target_schema"]
+    message = failures(result)["source_snapshot"]  # checked before the source is even copied
     assert "already holds app tables of another shape" in message
     assert "agents.name is text, expected character varying(255)" in message
     assert "agents.owner_id is bigint, expected integer" in message

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent_migration import cleaning, values
 from agent_migration import rules as r
 from agent_migration.tables import SOURCE_TABLES, TARGET_TABLES
 
@@ -160,13 +161,13 @@ def test_role_must_be_exact():
 def test_json_safe_escapes_what_jsonb_cannot_hold_without_losing_it():
     bad = b"Nova\xff".decode("utf-8", "surrogateescape")
     for value, raw_bytes in [(bad, b"Nova\xff"), ("a\x00b", b"a\x00b"), (b"\x00\x01", b"\x00\x01")]:
-        safe = r.json_safe(value)
+        safe = values.json_safe(value)
         assert bytes.fromhex(safe["hex"]) == raw_bytes
         text = json.dumps(safe, ensure_ascii=False)
         assert "\x00" not in text and "\\u0000" not in text
         text.encode("utf-8")  # valid UTF-8 for JSONB
-    assert r.json_safe(float("inf")) == "inf"
-    assert r.json_safe(5) == 5 and r.json_safe("ok") == "ok"
+    assert values.json_safe(float("inf")) == "inf"
+    assert values.json_safe(5) == 5 and values.json_safe("ok") == "ok"
 
 
 # ---------------------------------------------------------------- properties
@@ -265,11 +266,11 @@ def test_clean_table_accounts_for_every_row(rows):
     table = next(t for t in SOURCE_TABLES if t.name == "user_balance")
     raw = pd.DataFrame(rows, columns=table.source_columns, dtype=object)
     raw.insert(0, "_rowid", range(1, len(raw) + 1))
-    out = r.clean_table(table, raw)
+    out = cleaning.clean_table(table, raw)
     assert len(out) == len(raw)
     for i, row in out.iterrows():
-        if isinstance(row[r.REJECT], str):
-            payload = json.loads(row[r.PAYLOAD])
+        if isinstance(row[cleaning.REJECT], str):
+            payload = json.loads(row[cleaning.PAYLOAD])
             assert list(payload) == table.source_columns
             for name in table.source_columns:
                 original = raw.at[i, name]
@@ -286,21 +287,21 @@ def test_clean_table_accounts_for_every_row(rows):
                 else:
                     assert kept == original or (isinstance(original, float) and str(original) == kept)
         else:
-            assert pd.isna(row[r.PAYLOAD])
+            assert pd.isna(row[cleaning.PAYLOAD])
             assert row["user_id"] == raw.at[i, "user_id"] or str(raw.at[i, "user_id"]) == row["user_id"]
 
 
 def test_derive_users_keeps_existing_ids_and_numbers_new_ones_after_the_sequence():
     existing = pd.DataFrame({"id": [3, 7], "username": ["bob", "alice"]})
     refs = [pd.Series(["alice", "carol", "bob"], dtype=object), pd.Series(["  dave", "carol"], dtype=object)]
-    users = r.derive_users(refs, existing, sequence=9)
+    users = cleaning.derive_users(refs, existing, sequence=9)
     assert dict(zip(users["username"], users["id"], strict=True)) == {
         "bob": 3,
         "alice": 7,
         "  dave": 10,
         "carol": 11,
     }
-    fresh = r.derive_users(refs, existing.iloc[0:0])
+    fresh = cleaning.derive_users(refs, existing.iloc[0:0])
     assert list(fresh["id"]) == [1, 2, 3, 4]
 
 
@@ -353,10 +354,10 @@ def test_a_table_with_arrow_text_is_cleaned_as_with_python_text(keys):
     table = next(t for t in SOURCE_TABLES if t.name == "user_balance")
     rows = {"_rowid": list(range(1, len(keys) + 1)), "user_id": keys}
     rows |= {c: [7] * len(keys) for c in table.source_columns if c != "user_id"}
-    python = r.clean_table(table, pd.DataFrame(rows, dtype=object))
+    python = cleaning.clean_table(table, pd.DataFrame(rows, dtype=object))
     rows["user_id"] = pd.Series(keys, dtype=pd.ArrowDtype(pa.large_string()))
-    arrow = r.clean_table(
+    arrow = cleaning.clean_table(
         table, pd.DataFrame({k: pd.Series(v, dtype=object) if k != "user_id" else v for k, v in rows.items()})
     )
-    for col in (r.REJECT, r.SOURCE_KEY, r.PAYLOAD):
+    for col in (cleaning.REJECT, cleaning.SOURCE_KEY, cleaning.PAYLOAD):
         assert list(arrow[col]) == list(python[col]), col

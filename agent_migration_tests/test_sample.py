@@ -428,3 +428,37 @@ def test_cli_if_missing_creates_once_then_leaves_the_file_alone(tmp_path, capsys
     assert sample.main([str(path), "--scale", "tiny", "--seed", "9", "--if-missing"]) == 0
     assert path.read_bytes() == first
     assert "using the existing source" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the reject-heavy variant
+
+
+@pytest.mark.parametrize("messy", [False, True])
+def test_reject_heavy_copy_moves_every_gene_out_of_integer_range_and_changes_nothing_else(tmp_path, messy):
+    src, dst = tmp_path / "src.sqlite", tmp_path / "rejects.sqlite"
+    sample.write_sample(src, scale="tiny", seed=5, messy=messy)
+    before = dump(src)
+
+    assert sample.write_reject_heavy(src, dst) == counts(src)["agents"]
+    assert dump(src) == before  # the source is only read
+    after = dump(dst)
+    assert {t: after[t] for t in TABLES if t != "agents"} == {t: before[t] for t in TABLES if t != "agents"}
+    gene = sample.COLUMNS["agents"].index("gene")
+    assert len(after["agents"]) == len(before["agents"])
+    for old, new in zip(before["agents"], after["agents"], strict=True):
+        assert new[:gene] + new[gene + 1 :] == old[:gene] + old[gene + 1 :]
+        assert isinstance(new[gene], int) and new[gene] > 2**31 - 1  # NULL and junk genes too
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_reject_heavy_copy_refuses_to_overwrite_and_needs_a_source(tmp_path):
+    src, dst = tmp_path / "src.sqlite", tmp_path / "rejects.sqlite"
+    with pytest.raises(FileNotFoundError):
+        sample.write_reject_heavy(src, dst)
+    assert not dst.exists()
+    sample.write_sample(src, scale="tiny", messy=False)
+    dst.write_bytes(b"keep me")
+    with pytest.raises(FileExistsError):
+        sample.write_reject_heavy(src, dst)
+    assert dst.read_bytes() == b"keep me"
+    assert sample.write_reject_heavy(src, dst, overwrite=True) == sample.SCALES["tiny"]["agents"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
-from agent_migration.rules import REJECT, SOURCE_KEY
+from agent_migration.cleaning import REJECT, SOURCE_KEY
 from agent_migration.tables import Table
 
 OWNERS = ["team:data-platform"]

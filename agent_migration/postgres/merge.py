@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import pandas as pd
 from psycopg2 import sql
 
-from agent_migration.postgres.copy import copy_frame
+from agent_migration.postgres.copy import Rows, copy_batches
 from agent_migration.postgres.ddl import SCHEMA
 from agent_migration.tables import MARKETPLACE_LISTINGS, TARGET_TABLES, USERS, Table
 
@@ -65,14 +64,14 @@ def lock(cur, wait_s: float) -> None:
         time.sleep(0.5)
 
 
-def stage(cur, table: Table, columns: dict[str, str], frame: pd.DataFrame, progress=None) -> int:
-    """A temporary table (dropped at commit) holding `frame`, analyzed so the merge plans hash joins."""
+def stage(cur, table: Table, columns: dict[str, str], rows: Rows, progress=None) -> int:
+    """A temporary table (dropped at commit) holding `rows`, analyzed so the merge plans hash joins."""
     name = stage_name(table)
     cols = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns.items()
     )
     cur.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(name, cols))
-    n = copy_frame(cur, name, frame, columns, progress)
+    n = copy_batches(cur, name, rows.schema, rows.batches(), columns, progress)
     cur.execute(sql.SQL("ANALYZE {}").format(name))
     return n
 
@@ -251,12 +250,12 @@ def detach_for_bulk(cur, table: Table) -> list[sql.Composable]:
     return restore
 
 
-def progress(table: Table, log: Callable[[str], None]) -> Callable[[int, int], None]:
+def progress(table: Table, total: int, log: Callable[[str], None]) -> Callable[[int], None]:
     """Logs rows copied of total for large tables, so a user watching a long load sees it move."""
 
     reported = [0]
 
-    def report(done: int, total: int) -> None:  # in quarters: each log line is a stored event
+    def report(done: int) -> None:  # in quarters: each log line is a stored event
         if total > 100_000 and 4 * done // total > reported[0]:
             reported[0] = 4 * done // total
             log(f"{table.name}: copied {done:,} of {total:,} rows")
@@ -266,10 +265,10 @@ def progress(table: Table, log: Callable[[str], None]) -> Callable[[int, int], N
 
 def publish(
     cur,
-    frames: dict[str, pd.DataFrame],
+    frames: dict[str, Rows],
     columns: dict[str, dict[str, str]],
     source_tables: list[Table],
-    rejects: pd.DataFrame,
+    rejects: list[Rows],
     log: Callable[[str], None] = print,
     scopes: dict[str, dict] | None = None,
 ) -> dict[str, dict[str, int]]:
@@ -277,7 +276,7 @@ def publish(
 
     An empty table (the first run) is filled by COPY straight into it, with its foreign keys and
     secondary indexes restored after; a table with rows is staged and merged on its key. `frames` maps
-    a target table name (users and the source tables) to its loadable rows; `columns` its column -> type.
+    a target table name (users and the source tables) to its loadable rows (`Rows`); `columns` its column -> type.
     `scopes` (a change-only re-sync) maps each source table to the target `keys` and source `rowids`
     its frame redid: target rows and rejects outside them stay as they are. Without it, the frames are
     whole tables. The caller holds the transaction (and the lock) and commits.
@@ -290,10 +289,14 @@ def publish(
     for table in ordered:
         t0 = time.monotonic()
         if table in empty:
-            n = copy_frame(cur, target(table), frames[table.name], columns[table.name], progress(table, log))
+            rows = frames[table.name]
+            n = copy_batches(
+                cur, target(table), rows.schema, rows.batches(), columns[table.name], progress(table, rows.count, log)
+            )
             changes[table.name] = {"inserted": n, "updated": 0, "deleted": 0}
         else:
-            stage(cur, table, columns[table.name], frames[table.name], progress(table, log))
+            rows = frames[table.name]
+            stage(cur, table, columns[table.name], rows, progress(table, rows.count, log))
             if table is USERS:
                 check_user_ids(cur)
             inserted, updated = upsert(cur, table, list(columns[table.name]))
@@ -331,5 +334,6 @@ def publish(
                 "DELETE FROM migration.rejected_rows WHERE source_table = %s AND source_rowid = ANY(%s)",
                 (table.source, scopes[table.name]["rowids"]),
             )
-    copy_frame(cur, sql.SQL("migration.rejected_rows"), rejects, REJECT_TYPES)
+    for rows in rejects:
+        copy_batches(cur, sql.SQL("migration.rejected_rows"), rows.full_schema, rows.batches(), REJECT_TYPES)
     return changes

@@ -1,0 +1,68 @@
+"""The typed values that pass between the assets: small, frozen, and pointing at files for the rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agent_migration.cleaning import KeyFacts
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A change-only re-sync of one table: what its redone rows replace in the target."""
+
+    keys: tuple  # clean keys (before the username remap) whose target rows are replaced
+    gone_rowids: tuple[int, ...]  # baseline rowids whose rejects go
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The run's consistent copy of the source, what it holds, and (a re-sync) what changed."""
+
+    path: str
+    run_dir: str  # where this run's cleaned rows wait for publish
+    stats: dict[str, dict]  # source table -> {"rows": n, "sums": {column: total}}
+    extra: dict[str, list[str]]  # what the source has beyond the plan
+    baseline: str | None = None  # the last published snapshot, for a change-only re-sync
+    changes: dict | None = None  # `delta.plan`'s result (None: a full run)
+
+    def delta(self, source_table: str) -> Delta | None:
+        if self.changes is None:
+            return None
+        found = self.changes[source_table]
+        return Delta(tuple(found["keys"]), tuple(found["gone_rowids"]))
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """One source table as the run reads it: its chunks of the snapshot and the facts about its keys."""
+
+    name: str
+    snapshot: str
+    rows: int  # rows this run reads (a re-sync: the rows to redo)
+    chunks: tuple[tuple[str, tuple], ...]  # (SQL condition, parameters) per chunk
+    facts: KeyFacts
+    rowids: tuple[int, ...] | None = None  # a re-sync's rows to redo (None: every row)
+    delta: Delta | None = None
+
+
+@dataclass(frozen=True)
+class CleanTable:
+    """One cleaned table: files of loadable rows and of rejects, counts, and a parent's loaded keys."""
+
+    name: str
+    loaded_path: str
+    rejects_path: str
+    rows: int
+    loaded: int
+    rejected: int
+    fast_rows: int
+    reasons: dict[str, int]
+    preview: list[dict]
+    loaded_keys: np.ndarray | None = field(default=None, compare=False)
+    rowids: tuple[int, ...] | None = None  # a re-sync's redone rows
+    delta: Delta | None = None
+    snapshot: str = ""
+    baseline: str | None = None

@@ -1,0 +1,186 @@
+"""The column rules on typed Arrow columns, for the rows SQLite stored as their rules expect.
+
+A typed column (`sqlite_read.read_typed`) holds one storage class: int64, float64 or text. Each rule here
+does in Arrow compute or numpy what its exact counterpart in `rules.py` does to such values, and says per
+row one of three things: the target value; a reason (the few rejections whose text is plain: an integer
+out of range); or "exact", for any value it does not judge itself (a bad timestamp, a long name, invalid
+JSON...), which then takes the exact path, value by value. So the fast path never decides differently
+from the exact rules: it only decides less (a property test holds them to the same result).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from agent_migration import rules as r
+
+_FORMAT = "%Y-%m-%d %H:%M:%S"
+_SQLITE_TIME = r"^[1-9]\d{3}-\d\d-\d\d \d\d:\d\d:\d\d$"  # year 1000 on: every such date fits the target
+
+
+@dataclass(frozen=True)
+class FastColumn:
+    """What a rule made of a typed column: values (meaningful where `ok`), whether each row must take the
+    exact path, and the reason for a rejection decided here (null where none)."""
+
+    values: pa.Array
+    exact: np.ndarray
+    reasons: pa.Array | None = None
+
+
+def valid_utf8(text: pa.Array) -> np.ndarray:
+    """Per value: holds valid UTF-8 (ADBC hands SQLite text over unvalidated)."""
+    try:
+        text.validate(full=True)
+        return np.ones(len(text), dtype=bool)
+    except pa.ArrowInvalid:
+        raw = text.view(pa.large_binary()).to_pylist()
+        return np.array([v is None or _decodes(v) for v in raw], dtype=bool)
+
+
+def _decodes(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _text(part) -> pa.Array | pa.Scalar:
+    return pa.scalar(part, pa.large_string()) if isinstance(part, str) else part.cast(pa.large_string())
+
+
+def _np(mask: pa.Array) -> np.ndarray:
+    return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+
+
+def integers(rule: r.Integer, column: pa.Array, label: str, name: str) -> FastColumn:
+    null = _np(pc.is_null(column))
+    lo = rule.lo if rule.lo is not None else r.INT32_MIN
+    hi = rule.hi if rule.hi is not None else r.INT32_MAX
+    over = _np(pc.or_(pc.less(column, r.INT32_MIN), pc.greater(column, r.INT32_MAX)))
+    outside = _np(pc.or_(pc.less(column, lo), pc.greater(column, hi))) & ~over
+    reasons = None
+    if over.any() or outside.any():
+        why = np.where(over, "overflows a PostgreSQL INTEGER", f"breaks CHECK ({rule.check_sql(name)})")
+        got = pc.cast(column, pa.large_string())
+        text = pc.binary_join_element_wise(
+            *(_text(p) for p in (f"{label}: ", pa.array(why), " (got ", got, ")", "")),
+            null_handling="replace",
+        )
+        reasons = pc.if_else(pa.array(over | outside), text, pa.scalar(None, pa.large_string()))
+    values = pc.if_else(pa.array(over | outside), pa.scalar(None, pa.int64()), column).cast(pa.int32())
+    return FastColumn(values, null & rule.required, reasons)
+
+
+def booleans(column: pa.Array) -> FastColumn:
+    known = _np(pc.is_in(column, pa.array([0, 1])))
+    exact = ~known & ~_np(pc.is_null(column))
+    return FastColumn(pc.equal(column, 1), exact)
+
+
+def _by_distinct(rule: r.Rule, column: pa.Array, label: str, name: str) -> tuple[pa.Array, np.ndarray, list]:
+    """The exact rule applied once per distinct value (names, roles: they repeat), then spread: (indices
+    into the distinct values, exact per row, the rule's value per distinct value)."""
+    encoded = column.dictionary_encode()
+    valid = valid_utf8(encoded.dictionary)
+    texts = encoded.dictionary.view(pa.large_binary()).to_pylist()
+    distinct = pd.Series(
+        [t.decode() if ok else None for t, ok in zip(texts, valid, strict=True)], dtype=object
+    )
+    checked = rule.apply(distinct, label, name)
+    bad = checked.reasons.notna().to_numpy() | ~valid
+    values = [None if pd.isna(v) else v for v in checked.values]
+    exact = _np(pc.take(pa.array(bad), encoded.indices))
+    if rule.required:  # NULL in a NOT NULL column: the exact rules give the reason
+        exact |= _np(pc.is_null(column))
+    return encoded.indices, exact, values
+
+
+def usernames(rule: r.Username, column: pa.Array, label: str, name: str, ids: dict) -> FastColumn:
+    indices, exact, names = _by_distinct(rule, column, label, name)
+    user_ids = pa.array([ids.get(n) if n is not None else None for n in names], pa.int32())
+    return FastColumn(pc.take(user_ids, indices), exact)
+
+
+def texts(rule: r.Text, column: pa.Array, label: str, name: str) -> FastColumn:
+    if isinstance(rule, r.OneOf):
+        _, exact, _ = _by_distinct(rule, column, label, name)
+        return FastColumn(column, exact)
+    exact = ~valid_utf8(column)
+    if rule.required:
+        exact |= _np(pc.is_null(column))
+    if rule.max_len is not None:
+        exact |= _np(pc.greater(pc.utf8_length(column), rule.max_len))
+    return FastColumn(column, exact)
+
+
+def json_texts(rule: r.Json, column: pa.Array) -> FastColumn:
+    exact = ~valid_utf8(column)
+    raw = column.view(pa.large_binary()).to_pylist()
+    out = []
+    for i, value in enumerate(raw):
+        text = value.decode() if value is not None and not exact[i] else None
+        if exact[i]:
+            out.append(None)
+        elif text is None or text == "":
+            out.append(rule.empty)
+        elif r.json_problem(text) is None:
+            out.append(text)
+        else:
+            out.append(None)
+            exact[i] = True
+    return FastColumn(pa.array(out, pa.large_string()), exact)
+
+
+def timestamps(column: pa.Array) -> FastColumn:
+    shaped = _np(pc.match_substring_regex(column, _SQLITE_TIME))
+    parsed = pc.strptime(column, format=_FORMAT, unit="us", error_is_null=True)
+    # Written back, the parsed time must give the very text: no day 31 of a 30-day month rolls over.
+    same = pc.equal(pc.strftime(parsed.cast(pa.timestamp("s")), format=_FORMAT), column.cast(pa.string()))
+    exact = ~(shaped & _np(same)) & ~_np(pc.is_null(column))
+    return FastColumn(parsed, exact)
+
+
+def money(rule: r.Money, column: pa.Array) -> FastColumn:
+    nums = column.to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore", over="ignore"):
+        unit = 10**rule.scale
+        units = np.round(nums * unit)
+        ok = (
+            np.isfinite(nums)
+            & (nums >= 0)
+            & (np.abs(nums) < 10 ** (rule.precision - rule.scale))
+            & (np.abs(nums - units / unit) <= rule.tolerance)
+        )
+    cents = np.where(ok, units, 0).astype(np.int64)
+    words = np.zeros((len(cents), 2), dtype=np.int64)  # Decimal128: little-endian low, high words
+    words[:, 0] = cents
+    values = pa.Array.from_buffers(
+        pa.decimal128(rule.precision, rule.scale), len(cents), [None, pa.py_buffer(words.tobytes())]
+    )
+    return FastColumn(values, ~ok)
+
+
+def fast_column(rule: r.Rule, column: pa.Array, label: str, name: str, user_ids: dict) -> FastColumn:
+    """Dispatch on the rule; each handles its storage class only (see `Rule.stored`)."""
+    if isinstance(rule, r.Integer):
+        return integers(rule, column, label, name)
+    if isinstance(rule, r.Boolean):
+        return booleans(column)
+    if isinstance(rule, r.Username):
+        return usernames(rule, column, label, name, user_ids)
+    if isinstance(rule, r.Text):
+        return texts(rule, column, label, name)
+    if isinstance(rule, r.Json):
+        return json_texts(rule, column)
+    if isinstance(rule, r.Timestamp):
+        return timestamps(column)
+    if isinstance(rule, r.Money):
+        return money(rule, column)
+    return FastColumn(column, np.ones(len(column), dtype=bool))  # a rule without a fast path

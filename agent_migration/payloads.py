@@ -1,0 +1,60 @@
+"""Rejected rows' payloads built from typed Arrow columns: each row as JSON text, vectorized.
+
+The rows the fast path rejects hold only integers, finite... and valid text without NUL (see
+`sqlite_read.typical`), so their JSON is their values as SQLite stored them: integers as digits, text
+quoted with `\\` and `"` escaped. A row holding a control character or a REAL is written by `json`
+itself, like the exact path's payloads (`cleaning.payload`).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_CONTROL = r"[\x00-\x1f]"
+
+
+def concat(*parts) -> pa.Array:
+    """Element-wise concatenation of text arrays and plain strings (null if any part is null)."""
+    as_text = [
+        pa.scalar(p, pa.large_string()) if isinstance(p, str) else p.cast(pa.large_string()) for p in parts
+    ]
+    return pc.binary_join_element_wise(*as_text, pa.scalar("", pa.large_string()))
+
+
+def _json_value(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """(JSON text per value, rows that need `json` itself)."""
+    n = len(column)
+    if pa.types.is_integer(column.type):
+        text, slow = column.cast(pa.large_string()), np.zeros(n, dtype=bool)
+    elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        escaped = pc.replace_substring(pc.replace_substring(column, "\\", "\\\\"), '"', '\\"')
+        text = concat('"', escaped, '"')
+        slow = pc.fill_null(pc.match_substring_regex(column, _CONTROL), False).to_numpy(zero_copy_only=False)
+    else:
+        text, slow = pa.nulls(n, pa.large_string()), np.ones(n, dtype=bool)
+    return pc.fill_null(text, "null"), slow
+
+
+def typed_payloads(rows: pa.Table, columns: list[str]) -> pa.Array:
+    """Each row of `rows` as a JSON object keyed by the source column names."""
+    if rows.num_rows == 0:
+        return pa.array([], pa.large_string())
+    parts: list = ["{"]
+    slow = np.zeros(rows.num_rows, dtype=bool)
+    for i, name in enumerate(columns):
+        text, needs = _json_value(rows.column(name).combine_chunks())
+        parts += [(", " if i else "") + json.dumps(name, ensure_ascii=False) + ": ", text]
+        slow |= needs
+    out = concat(*parts, "}")
+    if slow.any():  # rare: the standard library writes those rows
+        where = np.flatnonzero(slow)
+        picked = rows.select(columns).take(pa.array(where)).to_pylist()
+        texts = out.to_pylist()
+        for i, row in zip(where, picked, strict=True):
+            texts[i] = json.dumps(row, ensure_ascii=False)
+        out = pa.array(texts, pa.large_string())
+    return out

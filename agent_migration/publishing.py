@@ -1,0 +1,170 @@
+"""Publishing: every cleaned table into PostgreSQL in one transaction, and the run recorded.
+
+The cleaned rows come from the run's Arrow files, one batch at a time (binary COPY); a first load goes
+straight into the empty tables, a re-sync stages and merges (see `postgres/merge.py`).
+"""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pandas as pd
+import psycopg2
+import psycopg2.errors
+import pyarrow as pa
+from psycopg2 import sql
+
+from agent_migration import delta
+from agent_migration.artifacts import CleanTable, Snapshot
+from agent_migration.postgres import cutover, merge
+from agent_migration.postgres.copy import Rows
+from agent_migration.resources import MigrationError, PostgresTarget, redact
+from agent_migration.rules import Username
+from agent_migration.streaming import REJECT_SCHEMA, target_schema
+from agent_migration.tables import SOURCE_TABLES, TARGET_TABLES, USERS
+
+REJECTED_ROWS = "rejected_rows"  # the asset of migration.rejected_rows
+TRANSIENT = (psycopg2.OperationalError, psycopg2.InterfaceError)
+USER_TYPES = {"id": "INTEGER", "username": "VARCHAR(255)"}
+
+
+def fail(exc: Exception, target: PostgresTarget) -> dg.Failure:
+    """A clear, password-free failure; transient connection errors stay retryable."""
+    text, where = str(exc).strip() or type(exc).__name__, "the target"
+    try:
+        url = target.url()
+        text, where = redact(text, url), target.describe(url)
+    except MigrationError:
+        text = redact(text)
+    # A dropped connection or a restarted server is worth another try; a statement timeout is not.
+    retry = isinstance(exc, TRANSIENT) and not isinstance(exc, psycopg2.errors.QueryCanceled)
+    return dg.Failure(description=f"PostgreSQL at {where}: {text}", allow_retries=retry)
+
+
+def rows_to_load(users: pd.DataFrame, clean: dict[str, CleanTable]) -> dict[str, Rows]:
+    users_table = pa.table(
+        {
+            "id": pa.array(users["id"].to_numpy(), pa.int32()),
+            "username": pa.array(users["username"], pa.large_string()),
+        }
+    )
+    found = {USERS.name: Rows(users_table.schema, len(users), table=users_table)}
+    for t in SOURCE_TABLES:
+        done = clean[t.name]
+        found[t.name] = Rows(target_schema(t.migrated), done.loaded, path=done.loaded_path)
+    return found
+
+
+def rejects_to_load(clean: dict[str, CleanTable], run_id: str) -> list[Rows]:
+    return [
+        Rows(
+            REJECT_SCHEMA,
+            clean[t.name].rejected,
+            path=clean[t.name].rejects_path,
+            constants=(("source_table", t.source), ("run_id", run_id)),
+        )
+        for t in SOURCE_TABLES
+    ]
+
+
+def column_types() -> dict[str, dict[str, str]]:
+    columns = {USERS.name: USER_TYPES}
+    return columns | {t.name: {c.name: c.pg_type for c in t.migrated} for t in SOURCE_TABLES}
+
+
+def change_scopes(snap: Snapshot, users: pd.DataFrame, clean: dict[str, CleanTable]) -> dict | None:
+    """For a change-only re-sync, what each table redid: target keys and source rowids (else None)."""
+    if snap.changes is None and all(c.delta is None for c in clean.values()):
+        return None
+    if any(c.delta is None or c.snapshot != snap.path for c in clean.values()) or snap.changes is None:
+        raise dg.Failure(
+            description="publish got cleaned tables of different runs (some change-only, or from another "
+            "snapshot); materialize everything from source_snapshot on, in one run.",
+            allow_retries=False,
+        )
+    ids = users.set_index("username")["id"]
+    scopes = {}
+    for table in SOURCE_TABLES:
+        done = clean[table.name]
+        keys = list(done.delta.keys)
+        if isinstance(table.key_col.rule, Username):  # the target is keyed by users.id
+            keys = [int(ids[k]) for k in keys if k in ids.index]
+        rowids = set(done.rowids or ()) | set(done.delta.gone_rowids)
+        scopes[table.name] = {"keys": [int(k) for k in keys], "rowids": sorted(int(r) for r in rowids)}
+    return scopes
+
+
+def nothing_to_merge(scopes: dict, snap: Snapshot) -> bool:
+    """A change-only run that redid no row and changed no username: the target already holds it all."""
+    users = snap.changes[delta.USER_CHANGES]
+    return (
+        not users["added"]
+        and not users["removed"]
+        and not any(s["keys"] or s["rowids"] for s in scopes.values())
+    )
+
+
+def check_baseline(cur, baseline: str) -> None:
+    """Refuse a change-only publish when another run published since this one compared its snapshot."""
+    latest = delta.baseline(cur)
+    if latest is None or latest["snapshot"] != baseline:
+        raise merge.ConcurrentRun(
+            "another run published to the target after this run compared its snapshot with the last "
+            "published one; run again"
+        )
+
+
+def table_counts(cur) -> dict[str, int]:
+    counts = {}
+    for table in TARGET_TABLES:
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(merge.target(table)))
+        counts[table.name] = cur.fetchone()[0]
+    return counts
+
+
+def record_run(cur, snap: Snapshot, run_id: str, locked_at, changes: dict) -> None:
+    """The source's counts (for the checks) and this run (its snapshot: the next re-sync's baseline)."""
+    cur.execute("DELETE FROM migration.source_stats")
+    cur.executemany(
+        "INSERT INTO migration.source_stats (source_table, source_rows, sums, snapshot, run_id)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        [(t, s["rows"], json.dumps(s["sums"]), snap.path, run_id) for t, s in snap.stats.items()],
+    )
+    cur.execute(
+        "INSERT INTO migration.runs (run_id, locked_at, snapshot, changes, spec) VALUES (%s, %s, %s, %s, %s)"
+        " ON CONFLICT (run_id) DO UPDATE SET locked_at = EXCLUDED.locked_at, changes = EXCLUDED.changes,"
+        " snapshot = EXCLUDED.snapshot, spec = EXCLUDED.spec,"
+        " finished_at = clock_timestamp() AT TIME ZONE 'UTC'",
+        (run_id, locked_at, snap.path, json.dumps(changes), delta.spec_fingerprint()),
+    )
+
+
+def publish_all(
+    cur, target: PostgresTarget, snap: Snapshot, users, clean: dict[str, CleanTable], run_id: str, log
+):
+    """The whole publish, in the caller's transaction: lock, checks, load or merge, record. -> changes."""
+    scopes = change_scopes(snap, users, clean)
+    merge.lock(cur, wait_s=target.lock_wait_s)
+    cutover.refuse_after_cutover(cur)
+    if scopes is not None:
+        check_baseline(cur, snap.baseline)
+    cur.execute("SELECT clock_timestamp() AT TIME ZONE 'UTC'")
+    locked_at = cur.fetchone()[0]
+    if scopes is not None and nothing_to_merge(scopes, snap):
+        log("no source row changed since the last published run: nothing to merge")
+        changes = {t.name: {"inserted": 0, "updated": 0, "deleted": 0} for t in TARGET_TABLES}
+    else:
+        changes = merge.publish(
+            cur,
+            rows_to_load(users, clean),
+            column_types(),
+            list(SOURCE_TABLES),
+            rejects_to_load(clean, run_id),
+            log,
+            scopes,
+        )
+    for table in SOURCE_TABLES:
+        changes[table.name]["rejected"] = clean[table.name].rejected
+    record_run(cur, snap, run_id, locked_at, changes)
+    return changes

@@ -1,0 +1,118 @@
+"""The run's snapshot: a consistent copy of the source, the baseline a re-sync compares with, the plan
+of what changed, and the folder where the run's cleaned rows wait for publish."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import psycopg2
+
+from agent_migration import delta
+from agent_migration.artifacts import Snapshot
+from agent_migration.postgres import cutover, ddl
+from agent_migration.resources import (
+    MigrationError,
+    PostgresTarget,
+    SqliteSource,
+    check_source_shape,
+    describe_source,
+)
+from agent_migration.sqlite_read import source_stats
+from agent_migration.tables import SOURCE_TABLES
+
+KEEP_RUN_DIRS = 5
+
+
+def check_target(target: PostgresTarget) -> None:
+    """Fail before anything is read or written when the target is unreachable, holds app tables of
+    another shape, or has recorded the cutover (read-only: `target_schema` creates what is missing)."""
+    try:
+        with target.connect() as conn, conn.cursor() as cur:
+            cutover.refuse_after_cutover(cur)
+            problems = ddl.shape_differences(ddl.existing_shape(cur))
+    except cutover.CutoverDone as exc:
+        raise MigrationError(str(exc)) from None
+    except psycopg2.Error as exc:
+        raise MigrationError(f"PostgreSQL at {target.describe()}: {str(exc).strip()}") from None
+    if problems:
+        raise MigrationError(
+            f"the target {target.describe()} already holds app tables of another shape: {'; '.join(problems)}. "
+            "Nothing was changed; migrate into an empty database or fix those tables."
+        )
+
+
+def find_baseline(target: PostgresTarget, log) -> dict | None:
+    """The last published snapshot, if a change-only re-sync can start from it (else None, logged)."""
+    try:
+        with target.connect() as conn, conn.cursor() as cur:
+            found = delta.baseline(cur)
+    except (MigrationError, psycopg2.Error):
+        return None  # target_schema reports an unreachable or misconfigured target clearly
+    why = None
+    if found is None:
+        why = "nothing was published to the target yet"
+    elif found["spec"] != delta.spec_fingerprint():
+        why = "the last run was published under other table specs or an older version"
+    elif not found["snapshot"] or not Path(found["snapshot"]).is_file():
+        why = f"the snapshot of the last published run ({found['snapshot']}) is no longer kept"
+    if why:
+        log(f"full run: {why}")
+        return None
+    return found
+
+
+def plan_changes(conn, base: dict | None, snapshot: Path, log) -> dict | None:
+    """What this run redoes per table against the baseline, or None (a full run)."""
+    if base is None:
+        return None
+    started = time.monotonic()
+    try:
+        changes = delta.plan(conn, base["snapshot"], snapshot)
+    except sqlite3.Error as exc:  # e.g. a baseline of another shape: a full run is always right
+        log(f"full run: the last published snapshot {base['snapshot']} cannot be compared ({exc})")
+        return None
+    redo = sum(len(changes[t.source]["rowids"]) for t in SOURCE_TABLES)
+    log(
+        f"change-only re-sync against run {base['run_id']}: {redo:,} rows to redo, "
+        f"compared in {time.monotonic() - started:.1f} s"
+    )
+    return changes
+
+
+def run_dir(source: SqliteSource, run_id: str) -> Path:
+    """This run's folder for cleaned rows; the folders of older runs beyond the last few are removed."""
+    root = Path(source.work_dir or Path(source.backup_dir).parent / "runs")
+    folder = root / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    others = sorted((p for p in root.iterdir() if p.is_dir() and p != folder), key=lambda p: p.stat().st_mtime)
+    for old in others[: max(0, len(others) - KEEP_RUN_DIRS + 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def take_snapshot(source: SqliteSource, target: PostgresTarget, run_id: str, full_refresh: bool, log) -> Snapshot:
+    """Check the source file and the target, copy the source, check its shape, count it and plan a
+    re-sync's changes."""
+    source.check_file()
+    check_target(target)
+    base = None if full_refresh else find_baseline(target, log)
+    copy = source.snapshot(run_id, keep=base["snapshot"] if base else None)
+    with source.connect(copy) as conn:
+        extra = check_source_shape(describe_source(conn), source.path)
+        stats = {t.source: source_stats(conn, t) for t in SOURCE_TABLES}
+        changes = plan_changes(conn, base, copy, log)
+    if base and str(copy) == str(Path(base["snapshot"]).resolve()):
+        log(f"source {source.path} unchanged since run {base['run_id']} (byte for byte): its snapshot {copy} serves this run")
+    else:
+        log(f"source {source.path} copied to {copy}")
+    return Snapshot(
+        path=str(copy),
+        run_dir=str(run_dir(source, run_id)),
+        stats=stats,
+        extra=extra,
+        baseline=base["snapshot"] if changes is not None else None,
+        changes=changes,
+    )

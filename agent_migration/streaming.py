@@ -1,0 +1,290 @@
+"""Cleaning a source table chunk by chunk, into Arrow files of loadable rows and of rejects.
+
+Each chunk (a rowid range of the snapshot, or a list of rowids to redo) is read twice over, by SQLite's
+own sorting: the rows stored as their rules expect come typed through ADBC and are judged in Arrow
+(`fastpath.py`); the others, and every row the fast path does not judge itself, are read as stored and
+judged by the exact rules (`cleaning.py`). Memory holds one chunk, the username -> id map and, for a
+parent table, the set of its loaded keys; the result goes to disk as it is made.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from agent_migration import sqlite_read
+from agent_migration.artifacts import CleanTable, SourceTable
+from agent_migration.cleaning import (
+    PAYLOAD,
+    REJECT,
+    SOURCE_KEY,
+    SOURCE_ROWID,
+    KeyFacts,
+    clean_table,
+    reject_missing_parents,
+    remap_users,
+)
+from agent_migration.fastpath import fast_column
+from agent_migration.payloads import concat, typed_payloads
+from agent_migration.resources import SqliteSource
+from agent_migration.tables import Col, Table
+
+REJECT_SCHEMA = pa.schema(
+    [
+        ("source_key", pa.large_string()),
+        ("reason", pa.large_string()),
+        ("payload", pa.large_string()),
+        ("source_rowid", pa.int64()),
+    ]
+)
+
+
+def arrow_type(pg_type: str) -> pa.DataType:
+    """The Arrow type a target column's values travel in (the binary COPY encodes it as `pg_type`)."""
+    if pg_type.startswith("DECIMAL("):
+        precision, scale = (int(x) for x in pg_type[8:-1].split(","))
+        return pa.decimal128(precision, scale)
+    return {
+        "INTEGER": pa.int32(),
+        "BIGINT": pa.int64(),
+        "BOOLEAN": pa.bool_(),
+        "TIMESTAMP": pa.timestamp("us"),
+    }.get(pg_type, pa.large_string())
+
+
+def target_schema(columns: list[Col]) -> pa.Schema:
+    return pa.schema([(c.name, arrow_type(c.pg_type)) for c in columns])
+
+
+@dataclass(frozen=True)
+class Context:
+    """What cleaning one table needs beyond its own rows: small maps only."""
+
+    users: pd.DataFrame  # id, username
+    parents: dict[str, np.ndarray] = field(default_factory=dict)  # column -> loaded parent keys
+    facts: KeyFacts = field(default_factory=KeyFacts)
+
+    @property
+    def user_ids(self) -> dict[str, int]:
+        return dict(zip(self.users["username"], self.users["id"].astype(int), strict=True))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One chunk's result: loadable rows (target schema), rejects (`REJECT_SCHEMA`), and how many of
+    its rows the fast path decided."""
+
+    loaded: pa.Table
+    rejects: pa.Table
+    fast_rows: int
+
+
+def fast_chunk(
+    table: Table, typed: pa.Table, ctx: Context, ids: dict
+) -> tuple[pa.Table, pa.Table, np.ndarray]:
+    """Judge typed rows: (loaded, rejects decided here, rowids for the exact path)."""
+    rowids = typed.column(SOURCE_ROWID).to_numpy()
+    exact = np.isin(rowids, list(ctx.facts.duplicates | ctx.facts.ambiguous))
+    values, reasons = {}, []
+    for col in table.migrated:
+        got = fast_column(
+            col.rule, typed.column(col.source).combine_chunks(), f"{table.source}.{col.source}", col.name, ids
+        )
+        values[col.name] = got.values
+        exact |= got.exact
+        if got.reasons is not None:
+            reasons.append(got.reasons)
+    why = _joined(reasons, len(rowids))
+    for col, _ in table.parent_refs:  # a row naming a missing or rejected parent, when nothing else is wrong
+        named = values[col.name]
+        orphan = pc.and_(pc.is_valid(named), pc.invert(pc.is_in(named, pa.array(ctx.parents[col.name]))))
+        label = f"{table.source}.{col.source}"
+        text = concat(f"{label}: names agent ", named, ", which is missing or rejected (got ", named, ")")
+        why = pc.if_else(pc.and_(orphan, pc.is_null(why)), text, why)
+    rejected = pc.fill_null(pc.is_valid(why), False).to_numpy(zero_copy_only=False) & ~exact
+    keep = ~exact & ~rejected
+    loaded = pa.table({c.name: values[c.name] for c in table.migrated}).filter(pa.array(keep))
+    rows = typed.filter(pa.array(rejected))
+    key = rows.column(table.key_col.source).cast(pa.large_string())
+    rejects = pa.table(
+        [
+            key,
+            why.filter(pa.array(rejected)),
+            typed_payloads(rows, table.source_columns),
+            rows.column(SOURCE_ROWID),
+        ],
+        schema=REJECT_SCHEMA,
+    )
+    return loaded, rejects, rowids[exact]
+
+
+def _joined(reasons: list[pa.Array], n: int) -> pa.Array:
+    """Every column's reason for a row, joined with "; " in column order (null: no reason)."""
+    if not reasons:
+        return pa.nulls(n, pa.large_string())
+    joined = reasons[0].cast(pa.large_string())
+    for more in reasons[1:]:  # (binary_join_element_wise's "skip" drops all-null rows in pyarrow 26)
+        both = concat(joined, "; ", more)
+        joined = pc.coalesce(both, joined, more.cast(pa.large_string()))
+    return joined
+
+
+def exact_chunk(table: Table, raw: pd.DataFrame, ctx: Context) -> tuple[pa.Table, pa.Table]:
+    """The exact rules over rows as SQLite stored them: (loaded, rejects)."""
+    frame = remap_users(table, clean_table(table, raw, ctx.facts), ctx.users)
+    for col, _ in table.parent_refs:
+        frame = reject_missing_parents(frame, col.name, pd.Series(ctx.parents[col.name]), table, raw)
+    ok = frame[REJECT].isna()
+    loaded = pa.Table.from_pandas(
+        frame.loc[ok, [c.name for c in table.migrated]],
+        schema=target_schema(table.migrated),
+        preserve_index=False,
+    )
+    bad = frame[~ok]
+    rejects = pa.table(
+        {
+            "source_key": pa.array(bad[SOURCE_KEY].tolist(), pa.large_string()),
+            "reason": pa.array(bad[REJECT].tolist(), pa.large_string()),
+            "payload": pa.array(bad[PAYLOAD].tolist(), pa.large_string()),
+            "source_rowid": pa.array(bad[SOURCE_ROWID].astype("int64").to_numpy(), pa.int64()),
+        },
+        schema=REJECT_SCHEMA,
+    )
+    return loaded, rejects
+
+
+def clean_chunk(conn, adbc, table: Table, where: str, params: tuple, ctx: Context, ids: dict) -> Outcome:
+    typed = sqlite_read.read_typed(adbc, table, where, params)
+    loaded, rejects, exact = fast_chunk(table, typed, ctx, ids)
+    rowids = sorted(set(exact.tolist()) | set(sqlite_read.odd_rowids(conn, table, where, params)))
+    if not rowids:
+        return Outcome(loaded, rejects, typed.num_rows)
+    raw = sqlite_read.read_table(conn, table, rowids=rowids)
+    more_loaded, more_rejects = exact_chunk(table, raw, ctx)
+    return Outcome(
+        pa.concat_tables([loaded, more_loaded]),
+        pa.concat_tables([rejects, more_rejects]),
+        typed.num_rows - len(exact),
+    )
+
+
+@dataclass(frozen=True)
+class Written:
+    """What cleaning a whole table wrote: row counts, reasons, and the loaded keys of a parent table."""
+
+    rows: int
+    loaded: int
+    rejected: int
+    fast_rows: int
+    reasons: dict[str, int]
+    preview: list[dict]
+    loaded_keys: np.ndarray | None
+    seconds: float
+
+
+def clean_stream(
+    conn,
+    adbc,
+    table: Table,
+    chunks: Iterator[tuple[str, tuple]],
+    ctx: Context,
+    out: tuple[Path, Path],
+    keep_keys: bool,
+    log: Callable[[int], None] | None = None,
+) -> Written:
+    """Clean every chunk, writing loadable rows to `out[0]` and rejects to `out[1]` (Arrow IPC streams)."""
+    started, ids = time.monotonic(), ctx.user_ids
+    counts, reasons, preview, keys = Counter(), Counter(), [], []
+    with (
+        pa.OSFile(str(out[0]), "wb") as f0,
+        pa.OSFile(str(out[1]), "wb") as f1,
+        pa.ipc.new_stream(f0, target_schema(table.migrated)) as w0,
+        pa.ipc.new_stream(f1, REJECT_SCHEMA) as w1,
+    ):
+        for where, params in chunks:
+            got = clean_chunk(conn, adbc, table, where, params, ctx, ids)
+            w0.write_table(got.loaded)
+            w1.write_table(got.rejects)
+            counts.update(loaded=got.loaded.num_rows, rejected=got.rejects.num_rows, fast=got.fast_rows)
+            reasons.update(reason_kinds(got.rejects.column("reason").combine_chunks()))
+            if len(preview) < 10 and got.rejects.num_rows:
+                preview += (
+                    got.rejects.select(["source_key", "reason"]).slice(0, 10 - len(preview)).to_pylist()
+                )
+            if keep_keys:
+                keys.append(got.loaded.column(table.key).to_numpy(zero_copy_only=False))
+            if log:
+                log(counts["loaded"] + counts["rejected"])
+    loaded_keys = (
+        np.sort(np.concatenate(keys))
+        if keep_keys and keys
+        else (np.empty(0, np.int32) if keep_keys else None)
+    )
+    return Written(
+        counts["loaded"] + counts["rejected"],
+        counts["loaded"],
+        counts["rejected"],
+        counts["fast"],
+        dict(reasons.most_common(10)),
+        preview,
+        loaded_keys,
+        time.monotonic() - started,
+    )
+
+
+def reason_kinds(reasons: pa.Array) -> Counter:
+    """Counts per kind of reason ("agents.energy: breaks CHECK ..."), values left out so kinds group."""
+    parts = pc.list_flatten(pc.split_pattern(reasons, "; "))
+    kinds = pc.replace_substring_regex(
+        pc.replace_substring_regex(parts, r" \(got .*\)$", ""), r"agent -?\d+, which", "agent N, which"
+    )
+    counted = pc.value_counts(kinds)
+    return Counter(
+        dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
+    )
+
+
+def clean_source(
+    source: SqliteSource, planned: SourceTable, table: Table, ctx: Context, run_dir: str, keep_keys: bool, log
+) -> CleanTable:
+    """Clean every chunk of a planned source table into the run's folder."""
+    out = (Path(run_dir) / f"{table.name}.arrow", Path(run_dir) / f"{table.name}.rejects.arrow")
+    with source.connect(planned.snapshot) as conn, source.connect_arrow(planned.snapshot) as adbc:
+        written = clean_stream(
+            conn, adbc, table, iter(planned.chunks), ctx, out, keep_keys, progress(table, planned.rows, log)
+        )
+    return CleanTable(
+        name=table.name,
+        loaded_path=str(out[0]),
+        rejects_path=str(out[1]),
+        rows=written.rows,
+        loaded=written.loaded,
+        rejected=written.rejected,
+        fast_rows=written.fast_rows,
+        reasons=written.reasons,
+        preview=written.preview,
+        loaded_keys=written.loaded_keys,
+        rowids=planned.rowids,
+        delta=planned.delta,
+        snapshot=planned.snapshot,
+    )
+
+
+def progress(table: Table, total: int, log) -> Callable[[int], None]:
+    """Logs rows cleaned of total in quarters, for large tables (each log line is a stored event)."""
+    reported = [0]
+
+    def report(done: int) -> None:
+        if total > 100_000 and 4 * done // total > reported[0]:
+            reported[0] = 4 * done // total
+            log(f"{table.source}: {done:,} of {total:,} rows cleaned")
+
+    return report
