@@ -42,7 +42,7 @@ class SourceTable:
     name: str
     snapshot: str
     rows: int  # rows this run reads (a re-sync: the rows to redo)
-    chunks: tuple[tuple[str, tuple], ...]  # (SQL condition, parameters) per chunk
+    chunks: tuple  # of `sqlite_read.Chunk`
     facts: KeyFacts
     rowids: tuple[int, ...] | None = None  # a re-sync's rows to redo (None: every row)
     delta: Delta | None = None

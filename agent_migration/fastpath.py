@@ -10,6 +10,7 @@ from the exact rules: it only decides less (a property test holds them to the sa
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,10 +103,27 @@ def _by_distinct(rule: r.Rule, column: pa.Array, label: str, name: str) -> tuple
     return encoded.indices, exact, values
 
 
-def usernames(rule: r.Username, column: pa.Array, label: str, name: str, ids: dict) -> FastColumn:
-    indices, exact, names = _by_distinct(rule, column, label, name)
-    user_ids = pa.array([ids.get(n) if n is not None else None for n in names], pa.int32())
-    return FastColumn(pc.take(user_ids, indices), exact)
+@dataclass(frozen=True)
+class UserMap:
+    """The derived users as Arrow arrays, for hash lookups in C (`pc.index_in`)."""
+
+    names: pa.Array
+    ids: pa.Array
+
+    @classmethod
+    def of(cls, users) -> UserMap:
+        names = pa.array(users["username"].tolist(), pa.large_string())
+        return cls(names, pa.array(users["id"].to_numpy(), pa.int32()))
+
+
+def usernames(rule: r.Username, column: pa.Array, users: UserMap) -> FastColumn:
+    """The derived users are exactly the valid usernames of the source: a name among them is valid and
+    is its own value; any other (blank, too long, not UTF-8...) is the exact rules' to judge."""
+    found = pc.index_in(column, value_set=users.names)
+    exact = _np(pc.and_(pc.is_null(found), pc.is_valid(column)))
+    if rule.required:
+        exact |= _np(pc.is_null(column))
+    return FastColumn(pc.take(users.ids, found), exact)
 
 
 def texts(rule: r.Text, column: pa.Array, label: str, name: str) -> FastColumn:
@@ -121,29 +139,45 @@ def texts(rule: r.Text, column: pa.Array, label: str, name: str) -> FastColumn:
 
 
 def json_texts(rule: r.Json, column: pa.Array) -> FastColumn:
-    exact = ~valid_utf8(column)
-    raw = column.view(pa.large_binary()).to_pylist()
-    out = []
-    for i, value in enumerate(raw):
-        text = value.decode() if value is not None and not exact[i] else None
-        if exact[i]:
-            out.append(None)
-        elif text is None or text == "":
-            out.append(rule.empty)
-        elif r.json_problem(text) is None:
-            out.append(text)
-        else:
-            out.append(None)
-            exact[i] = True
-    return FastColumn(pa.array(out, pa.large_string()), exact)
+    """JSON text, validated once per distinct value by `json` itself. Text that is valid UTF-8 without a
+    NUL can hold a NUL or a lone surrogate (which JSONB cannot store) only through a `\\u` escape."""
+    encoded = column.dictionary_encode()
+    valid = valid_utf8(encoded.dictionary)
+    texts = encoded.dictionary.view(pa.large_binary()).to_pylist()
+    bad = np.zeros(len(texts), dtype=bool)
+    for i, raw in enumerate(texts):
+        if not valid[i]:
+            bad[i] = True
+            continue
+        text = raw.decode()
+        if text and (r.json_problem(text) if "\\u" in text else _not_json(text)):
+            bad[i] = True
+    exact = _np(pc.take(pa.array(bad), encoded.indices))
+    empty = pc.or_kleene(pc.is_null(column), pc.equal(column, ""))
+    values = pc.if_else(empty, pa.scalar(rule.empty, pa.large_string()), column)
+    return FastColumn(values.cast(pa.large_string()), exact)
+
+
+def _not_json(text: str) -> bool:
+    try:
+        json.loads(text, parse_constant=r.no_constants)
+    except (ValueError, RecursionError):
+        return True
+    return False
 
 
 def timestamps(column: pa.Array) -> FastColumn:
-    shaped = _np(pc.match_substring_regex(column, _SQLITE_TIME))
-    parsed = pc.strptime(column, format=_FORMAT, unit="us", error_is_null=True)
-    # Written back, the parsed time must give the very text: no day 31 of a 30-day month rolls over.
-    same = pc.equal(pc.strftime(parsed.cast(pa.timestamp("s")), format=_FORMAT), column.cast(pa.string()))
-    exact = ~(shaped & _np(same)) & ~_np(pc.is_null(column))
+    shaped = pc.match_substring_regex(column, _SQLITE_TIME)
+    candidates = pc.if_else(shaped, column, pa.scalar(None, column.type))
+    try:  # Arrow's ISO 8601 cast is strict: no day 31 of a 30-day month, no hour 24, no leap second
+        parsed = candidates.cast(pa.timestamp("us"))
+    except pa.ArrowInvalid:  # some value is not a real date and time: find which, one by one in C
+        parsed = pc.strptime(candidates, format=_FORMAT, unit="us", error_is_null=True)
+        same = pc.equal(
+            pc.strftime(parsed.cast(pa.timestamp("s")), format=_FORMAT), candidates.cast(pa.string())
+        )
+        parsed = pc.if_else(same, parsed, pa.scalar(None, parsed.type))
+    exact = ~_np(pc.is_valid(parsed)) & ~_np(pc.is_null(column))
     return FastColumn(parsed, exact)
 
 
@@ -167,14 +201,14 @@ def money(rule: r.Money, column: pa.Array) -> FastColumn:
     return FastColumn(values, ~ok)
 
 
-def fast_column(rule: r.Rule, column: pa.Array, label: str, name: str, user_ids: dict) -> FastColumn:
+def fast_column(rule: r.Rule, column: pa.Array, label: str, name: str, users: UserMap) -> FastColumn:
     """Dispatch on the rule; each handles its storage class only (see `Rule.stored`)."""
     if isinstance(rule, r.Integer):
         return integers(rule, column, label, name)
     if isinstance(rule, r.Boolean):
         return booleans(column)
     if isinstance(rule, r.Username):
-        return usernames(rule, column, label, name, user_ids)
+        return usernames(rule, column, users)
     if isinstance(rule, r.Text):
         return texts(rule, column, label, name)
     if isinstance(rule, r.Json):

@@ -307,13 +307,13 @@ def _strings_in(obj: object) -> bool:
     return False
 
 
-def _no_constants(name: str):
+def no_constants(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
 def json_problem(text: str) -> str | None:
     try:
-        parsed = json.loads(text, parse_constant=_no_constants)
+        parsed = json.loads(text, parse_constant=no_constants)
     except (ValueError, RecursionError) as exc:
         return f"is not valid JSON ({str(exc)[:80]})"
     if _strings_in(parsed):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,6 @@ def source_stats(conn, table: Table) -> dict:
         values = (v for (v,) in conn.execute(f"SELECT {sqlite_ident(col.source)} FROM {name}"))
         stats["sums"][col_name] = str(sum_units(col.rule, values))
     return stats
-
 
 
 def distinct_values(conn, table: Table, column: str) -> pd.Series:
@@ -148,8 +148,6 @@ def join_chunks(chunks: list) -> pd.Series:
     return pd.Series(np.concatenate(parts) if parts else np.empty(0, dtype=object), dtype=object)
 
 
-
-
 # ---------------------------------------------------------------- chunks and the fast path
 
 ARROW_OF = {"integer": pa.int64(), "real": pa.float64(), "text": pa.large_string()}
@@ -158,27 +156,41 @@ IN_LIST = "rowid IN (SELECT value FROM json_each(?))"
 _BEFORE_ALL = -(2**63)
 
 
-def range_chunks(conn, table: Table, chunk_rows: int) -> Iterator[tuple[str, tuple]]:
+@dataclass(frozen=True)
+class Chunk:
+    """Part of a source table: the rows matching `where` with `params`, `rows` of them."""
+
+    where: str
+    params: tuple
+    rows: int
+
+
+def range_chunks(conn, table: Table, chunk_rows: int) -> Iterator[Chunk]:
     """Rowid ranges (after, up to] of at most `chunk_rows` rows each, found by walking the rowid index."""
     name = sqlite_ident(table.source)
     after = _BEFORE_ALL
     while True:
         row = conn.execute(
-            f"SELECT rowid FROM {name} WHERE rowid > ? ORDER BY rowid LIMIT 1 OFFSET ?", (after, chunk_rows - 1)
+            f"SELECT rowid FROM {name} WHERE rowid > ? ORDER BY rowid LIMIT 1 OFFSET ?",
+            (after, chunk_rows - 1),
         ).fetchone()
-        last = row[0] if row else conn.execute(f"SELECT max(rowid) FROM {name} WHERE rowid > ?", (after,)).fetchone()[0]
-        if last is None:
-            return
-        yield IN_RANGE, (after, last)
-        if row is None:
-            return
-        after = last
+        if row is not None:
+            yield Chunk(IN_RANGE, (after, row[0]), chunk_rows)
+            after = row[0]
+            continue
+        last, rows = conn.execute(
+            f"SELECT max(rowid), count(*) FROM {name} WHERE rowid > ?", (after,)
+        ).fetchone()
+        if rows:
+            yield Chunk(IN_RANGE, (after, last), rows)
+        return
 
 
-def list_chunks(rowids: list[int], chunk_rows: int) -> Iterator[tuple[str, tuple]]:
-    """The given rowids (a change-only re-sync's rows to redo), `chunk_rows` at a time."""
+def list_chunks(rowids: list[int], chunk_rows: int) -> Iterator[Chunk]:
+    """The given rowids (a change-only re-sync's rows to redo, all in the snapshot), `chunk_rows` at a time."""
     for start in range(0, len(rowids), chunk_rows):
-        yield IN_LIST, (json.dumps(rowids[start : start + chunk_rows]),)
+        part = rowids[start : start + chunk_rows]
+        yield Chunk(IN_LIST, (json.dumps(part),), len(part))
 
 
 def typical(table: Table) -> str:
@@ -193,7 +205,7 @@ def typical(table: Table) -> str:
     return " AND ".join(parts)
 
 
-def read_typed(adbc, table: Table, chunk: str, params: tuple) -> pa.Table:
+def read_typed(adbc, table: Table, chunk: Chunk) -> pa.Table:
     """The chunk's typical rows (see `typical`) as typed Arrow: `_rowid` and each migrated source column.
 
     ADBC infers a column's type from what it reads; here every value of a column has one storage class,
@@ -202,12 +214,12 @@ def read_typed(adbc, table: Table, chunk: str, params: tuple) -> pa.Table:
     columns = ", ".join(sqlite_ident(c.source) for c in table.migrated)
     query = (
         f"SELECT rowid AS _rowid, {columns} FROM {sqlite_ident(table.source)} "
-        f"WHERE ({chunk}) AND {typical(table)}"
+        f"WHERE ({chunk.where}) AND {typical(table)}"
     )
     cur = adbc.cursor()
     try:
         cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(1 << 20)})
-        cur.execute(query, params)
+        cur.execute(query, chunk.params)
         got = cur.fetch_arrow_table()
     finally:
         cur.close()
@@ -217,10 +229,16 @@ def read_typed(adbc, table: Table, chunk: str, params: tuple) -> pa.Table:
     return pa.table(arrays, schema=pa.schema(fields))
 
 
-def odd_rowids(conn, table: Table, chunk: str, params: tuple) -> list[int]:
-    """The chunk's other rows: somewhere a value of another storage class, or text with a NUL."""
-    query = f"SELECT rowid FROM {sqlite_ident(table.source)} WHERE ({chunk}) AND NOT ({typical(table)})"
-    return [r for (r,) in conn.execute(query, params)]
+def odd_rowids(conn, table: Table, chunk: Chunk, typical_rowids: np.ndarray) -> list[int]:
+    """The chunk's other rows (a value of another storage class, or text with a NUL): every rowid of the
+    chunk that `read_typed` did not return (rowids only: SQLite decodes no column for this)."""
+    every = [
+        r
+        for (r,) in conn.execute(
+            f"SELECT rowid FROM {sqlite_ident(table.source)} WHERE {chunk.where}", chunk.params
+        )
+    ]
+    return sorted(set(every) - set(typical_rowids.tolist()))
 
 
 def key_facts(conn, table: Table) -> KeyFacts:
@@ -249,9 +267,7 @@ def key_facts(conn, table: Table) -> KeyFacts:
     rows = dict(with_decoding(conn, read))  # rowid -> key: each row once
     if not rows:
         return KeyFacts()
-    raw = pd.DataFrame(
-        {SOURCE_ROWID: list(rows), col.source: pd.Series(list(rows.values()), dtype=object)}
-    )
+    raw = pd.DataFrame({SOURCE_ROWID: list(rows), col.source: pd.Series(list(rows.values()), dtype=object)})
     return key_facts_of(table, raw)
 
 

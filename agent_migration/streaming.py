@@ -32,7 +32,7 @@ from agent_migration.cleaning import (
     reject_missing_parents,
     remap_users,
 )
-from agent_migration.fastpath import fast_column
+from agent_migration.fastpath import UserMap, fast_column
 from agent_migration.payloads import concat, typed_payloads
 from agent_migration.resources import SqliteSource
 from agent_migration.tables import Col, Table
@@ -69,12 +69,8 @@ class Context:
     """What cleaning one table needs beyond its own rows: small maps only."""
 
     users: pd.DataFrame  # id, username
-    parents: dict[str, np.ndarray] = field(default_factory=dict)  # column -> loaded parent keys
+    parents: dict[str, np.ndarray] = field(default_factory=dict)  # column -> loaded parent keys, sorted
     facts: KeyFacts = field(default_factory=KeyFacts)
-
-    @property
-    def user_ids(self) -> dict[str, int]:
-        return dict(zip(self.users["username"], self.users["id"].astype(int), strict=True))
 
 
 @dataclass(frozen=True)
@@ -105,7 +101,7 @@ def fast_chunk(
     why = _joined(reasons, len(rowids))
     for col, _ in table.parent_refs:  # a row naming a missing or rejected parent, when nothing else is wrong
         named = values[col.name]
-        orphan = pc.and_(pc.is_valid(named), pc.invert(pc.is_in(named, pa.array(ctx.parents[col.name]))))
+        orphan = pc.and_(pc.is_valid(named), pa.array(~_among(named, ctx.parents[col.name])))
         label = f"{table.source}.{col.source}"
         text = concat(f"{label}: names agent ", named, ", which is missing or rejected (got ", named, ")")
         why = pc.if_else(pc.and_(orphan, pc.is_null(why)), text, why)
@@ -124,6 +120,13 @@ def fast_chunk(
         schema=REJECT_SCHEMA,
     )
     return loaded, rejects, rowids[exact]
+
+
+def _among(values: pa.Array, sorted_keys: np.ndarray) -> np.ndarray:
+    """Per value: is it one of `sorted_keys` (a binary search each; nulls are not)."""
+    v = pc.fill_null(values, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    at = np.searchsorted(sorted_keys, v).clip(0, max(len(sorted_keys) - 1, 0))
+    return (sorted_keys[at] == v) if len(sorted_keys) else np.zeros(len(v), dtype=bool)
 
 
 def _joined(reasons: list[pa.Array], n: int) -> pa.Array:
@@ -161,10 +164,13 @@ def exact_chunk(table: Table, raw: pd.DataFrame, ctx: Context) -> tuple[pa.Table
     return loaded, rejects
 
 
-def clean_chunk(conn, adbc, table: Table, where: str, params: tuple, ctx: Context, ids: dict) -> Outcome:
-    typed = sqlite_read.read_typed(adbc, table, where, params)
+def clean_chunk(conn, adbc, table: Table, chunk: sqlite_read.Chunk, ctx: Context, ids: UserMap) -> Outcome:
+    typed = sqlite_read.read_typed(adbc, table, chunk)
     loaded, rejects, exact = fast_chunk(table, typed, ctx, ids)
-    rowids = sorted(set(exact.tolist()) | set(sqlite_read.odd_rowids(conn, table, where, params)))
+    odd: list[int] = []
+    if typed.num_rows < chunk.rows:  # some rows were not typical: the others of the chunk
+        odd = sqlite_read.odd_rowids(conn, table, chunk, typed.column(SOURCE_ROWID).to_numpy())
+    rowids = sorted(set(exact.tolist()) | set(odd))
     if not rowids:
         return Outcome(loaded, rejects, typed.num_rows)
     raw = sqlite_read.read_table(conn, table, rowids=rowids)
@@ -194,14 +200,14 @@ def clean_stream(
     conn,
     adbc,
     table: Table,
-    chunks: Iterator[tuple[str, tuple]],
+    chunks: Iterator[sqlite_read.Chunk],
     ctx: Context,
     out: tuple[Path, Path],
     keep_keys: bool,
     log: Callable[[int], None] | None = None,
 ) -> Written:
     """Clean every chunk, writing loadable rows to `out[0]` and rejects to `out[1]` (Arrow IPC streams)."""
-    started, ids = time.monotonic(), ctx.user_ids
+    started, ids = time.monotonic(), UserMap.of(ctx.users)
     counts, reasons, preview, keys = Counter(), Counter(), [], []
     with (
         pa.OSFile(str(out[0]), "wb") as f0,
@@ -209,8 +215,8 @@ def clean_stream(
         pa.ipc.new_stream(f0, target_schema(table.migrated)) as w0,
         pa.ipc.new_stream(f1, REJECT_SCHEMA) as w1,
     ):
-        for where, params in chunks:
-            got = clean_chunk(conn, adbc, table, where, params, ctx, ids)
+        for chunk in chunks:
+            got = clean_chunk(conn, adbc, table, chunk, ctx, ids)
             w0.write_table(got.loaded)
             w1.write_table(got.rejects)
             counts.update(loaded=got.loaded.num_rows, rejected=got.rejects.num_rows, fast=got.fast_rows)
