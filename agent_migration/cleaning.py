@@ -9,6 +9,7 @@ chunk cannot see on its own (`KeyFacts`: duplicate keys across chunks) come from
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -64,6 +65,12 @@ def source_key(table: Table, raw: pd.DataFrame, rows: pd.Index, ambiguous: pd.Se
         rowids = raw.loc[ambiguous[ambiguous].index, SOURCE_ROWID].astype(str)
         text[ambiguous] = text[ambiguous].fillna("NULL") + " (rowid " + rowids + ")"
     return text
+
+
+def reason_kind(reason: str) -> str:
+    """A reason without the values it names ("agents.energy: breaks CHECK (...)"), so that reasons group."""
+    parts = (re.sub(r" \(got .*\)$", "", part) for part in reason.split("; "))
+    return "; ".join(re.sub(r"agent -?\d+, which", "agent N, which", part) for part in parts)
 
 
 def payload(raw: pd.DataFrame, columns: list[str]) -> pd.Series:

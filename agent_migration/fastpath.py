@@ -32,6 +32,7 @@ class FastColumn:
     values: pa.Array
     exact: np.ndarray
     reasons: pa.Array | None = None
+    kinds: pa.Array | None = None  # each reason without its value, so that reasons group
 
 
 def valid_utf8(text: pa.Array) -> np.ndarray:
@@ -40,8 +41,13 @@ def valid_utf8(text: pa.Array) -> np.ndarray:
         text.validate(full=True)
         return np.ones(len(text), dtype=bool)
     except pa.ArrowInvalid:
-        raw = text.view(pa.large_binary()).to_pylist()
+        raw = as_bytes(text).to_pylist()
         return np.array([v is None or _decodes(v) for v in raw], dtype=bool)
+
+
+def as_bytes(text: pa.Array) -> pa.Array:
+    """The same buffers seen as binary: each value's bytes, whether valid UTF-8 or not."""
+    return text.view(pa.large_binary() if pa.types.is_large_string(text.type) else pa.binary())
 
 
 def _decodes(value: bytes) -> bool:
@@ -66,17 +72,19 @@ def integers(rule: r.Integer, column: pa.Array, label: str, name: str) -> FastCo
     hi = rule.hi if rule.hi is not None else r.INT32_MAX
     over = _np(pc.or_(pc.less(column, r.INT32_MIN), pc.greater(column, r.INT32_MAX)))
     outside = _np(pc.or_(pc.less(column, lo), pc.greater(column, hi))) & ~over
-    reasons = None
     if over.any() or outside.any():
         why = np.where(over, "overflows a PostgreSQL INTEGER", f"breaks CHECK ({rule.check_sql(name)})")
         got = pc.cast(column, pa.large_string())
-        text = pc.binary_join_element_wise(
-            *(_text(p) for p in (f"{label}: ", pa.array(why), " (got ", got, ")", "")),
-            null_handling="replace",
+        kind = pc.binary_join_element_wise(_text(f"{label}: "), _text(pa.array(why)), _text(""))
+        text = pc.binary_join_element_wise(kind, _text(" (got "), got, _text(")"), _text(""))
+        bad, none = pa.array(over | outside), pa.scalar(None, pa.large_string())
+        return FastColumn(
+            pc.if_else(bad, pa.scalar(None, pa.int64()), column).cast(pa.int32()),
+            null & rule.required,
+            pc.if_else(bad, text, none),
+            pc.if_else(bad, kind, none),
         )
-        reasons = pc.if_else(pa.array(over | outside), text, pa.scalar(None, pa.large_string()))
-    values = pc.if_else(pa.array(over | outside), pa.scalar(None, pa.int64()), column).cast(pa.int32())
-    return FastColumn(values, null & rule.required, reasons)
+    return FastColumn(column.cast(pa.int32()), null & rule.required)
 
 
 def booleans(column: pa.Array) -> FastColumn:
@@ -90,7 +98,7 @@ def _by_distinct(rule: r.Rule, column: pa.Array, label: str, name: str) -> tuple
     into the distinct values, exact per row, the rule's value per distinct value)."""
     encoded = column.dictionary_encode()
     valid = valid_utf8(encoded.dictionary)
-    texts = encoded.dictionary.view(pa.large_binary()).to_pylist()
+    texts = as_bytes(encoded.dictionary).to_pylist()
     distinct = pd.Series(
         [t.decode() if ok else None for t, ok in zip(texts, valid, strict=True)], dtype=object
     )
@@ -112,7 +120,7 @@ class UserMap:
 
     @classmethod
     def of(cls, users) -> UserMap:
-        names = pa.array(users["username"].tolist(), pa.large_string())
+        names = pa.array(users["username"].tolist(), pa.string())
         return cls(names, pa.array(users["id"].to_numpy(), pa.int32()))
 
 
@@ -143,7 +151,7 @@ def json_texts(rule: r.Json, column: pa.Array) -> FastColumn:
     NUL can hold a NUL or a lone surrogate (which JSONB cannot store) only through a `\\u` escape."""
     encoded = column.dictionary_encode()
     valid = valid_utf8(encoded.dictionary)
-    texts = encoded.dictionary.view(pa.large_binary()).to_pylist()
+    texts = as_bytes(encoded.dictionary).to_pylist()
     bad = np.zeros(len(texts), dtype=bool)
     for i, raw in enumerate(texts):
         if not valid[i]:
@@ -154,8 +162,8 @@ def json_texts(rule: r.Json, column: pa.Array) -> FastColumn:
             bad[i] = True
     exact = _np(pc.take(pa.array(bad), encoded.indices))
     empty = pc.or_kleene(pc.is_null(column), pc.equal(column, ""))
-    values = pc.if_else(empty, pa.scalar(rule.empty, pa.large_string()), column)
-    return FastColumn(values.cast(pa.large_string()), exact)
+    values = pc.if_else(empty, pa.scalar(rule.empty, column.type), column)
+    return FastColumn(values, exact)
 
 
 def _not_json(text: str) -> bool:

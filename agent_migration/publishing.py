@@ -46,7 +46,7 @@ def rows_to_load(users: pd.DataFrame, clean: dict[str, CleanTable]) -> dict[str,
     users_table = pa.table(
         {
             "id": pa.array(users["id"].to_numpy(), pa.int32()),
-            "username": pa.array(users["username"], pa.large_string()),
+            "username": pa.array(users["username"], pa.string()),
         }
     )
     found = {USERS.name: Rows(users_table.schema, len(users), table=users_table)}

@@ -48,7 +48,7 @@ class SqliteSource(dg.ConfigurableResource):
         description="Where each run's cleaned rows wait for publish (default: `runs` beside backup_dir).",
     )
     chunk_rows: int = Field(
-        default=100_000, gt=0, description="Rows read and cleaned at a time: sets the memory, not the source."
+        default=50_000, gt=0, description="Rows read and cleaned at a time: sets the memory, not the source."
     )
     busy_timeout_s: float = Field(
         default=30.0, description="How long to wait while a writer locks the source."

@@ -150,7 +150,7 @@ def join_chunks(chunks: list) -> pd.Series:
 
 # ---------------------------------------------------------------- chunks and the fast path
 
-ARROW_OF = {"integer": pa.int64(), "real": pa.float64(), "text": pa.large_string()}
+ARROW_OF = {"integer": pa.int64(), "real": pa.float64(), "text": pa.string()}
 IN_RANGE = "rowid > ? AND rowid <= ?"
 IN_LIST = "rowid IN (SELECT value FROM json_each(?))"
 _BEFORE_ALL = -(2**63)
@@ -248,6 +248,8 @@ def key_facts(conn, table: Table) -> KeyFacts:
     logic (`key_facts_of`) runs over that small superset."""
     col = table.key_col
     name, k, stored = sqlite_ident(table.source), sqlite_ident(col.source), col.rule.stored
+    if stored == "integer" and is_rowid(conn, table.source, col.source):
+        return KeyFacts()  # the rowid itself: always an integer, never NULL, never twice
     odd = f"typeof({k}) NOT IN ('{stored}', 'null')"
     if stored == "text":
         odd += f" OR instr({k}, char(0)) > 0 OR instr({k}, '\\') > 0"
@@ -269,6 +271,17 @@ def key_facts(conn, table: Table) -> KeyFacts:
         return KeyFacts()
     raw = pd.DataFrame({SOURCE_ROWID: list(rows), col.source: pd.Series(list(rows.values()), dtype=object)})
     return key_facts_of(table, raw)
+
+
+def is_rowid(conn, table: str, column: str) -> bool:
+    """Whether `column` is an alias of the rowid: the one primary key column, declared exactly INTEGER, and
+    no index made for the key (an `INTEGER PRIMARY KEY DESC` gets one: it is no alias)."""
+    info = conn.execute(f"PRAGMA table_info({sqlite_ident(table)})").fetchall()
+    keys = [row for row in info if row[5]]
+    if not (len(keys) == 1 and keys[0][1] == column and keys[0][2].upper() == "INTEGER"):
+        return False
+    indexes = conn.execute(f"PRAGMA index_list({sqlite_ident(table)})").fetchall()
+    return not any(row[3] == "pk" for row in indexes)
 
 
 def _is_odd(value, stored: str) -> bool:

@@ -29,6 +29,7 @@ from agent_migration.cleaning import (
     SOURCE_ROWID,
     KeyFacts,
     clean_table,
+    reason_kind,
     reject_missing_parents,
     remap_users,
 )
@@ -43,6 +44,7 @@ REJECT_SCHEMA = pa.schema(
         ("reason", pa.large_string()),
         ("payload", pa.large_string()),
         ("source_rowid", pa.int64()),
+        ("reason_kind", pa.large_string()),
     ]
 )
 
@@ -57,7 +59,7 @@ def arrow_type(pg_type: str) -> pa.DataType:
         "BIGINT": pa.int64(),
         "BOOLEAN": pa.bool_(),
         "TIMESTAMP": pa.timestamp("us"),
-    }.get(pg_type, pa.large_string())
+    }.get(pg_type, pa.string())  # a chunk's text stays well under 2 GiB: 32-bit offsets
 
 
 def target_schema(columns: list[Col]) -> pa.Schema:
@@ -89,7 +91,7 @@ def fast_chunk(
     """Judge typed rows: (loaded, rejects decided here, rowids for the exact path)."""
     rowids = typed.column(SOURCE_ROWID).to_numpy()
     exact = np.isin(rowids, list(ctx.facts.duplicates | ctx.facts.ambiguous))
-    values, reasons = {}, []
+    values, reasons, kinds = {}, [], []
     for col in table.migrated:
         got = fast_column(
             col.rule, typed.column(col.source).combine_chunks(), f"{table.source}.{col.source}", col.name, ids
@@ -98,25 +100,29 @@ def fast_chunk(
         exact |= got.exact
         if got.reasons is not None:
             reasons.append(got.reasons)
-    why = _joined(reasons, len(rowids))
+            kinds.append(got.kinds)
+    why, kind = _joined(reasons, len(rowids)), _joined(kinds, len(rowids))
     for col, _ in table.parent_refs:  # a row naming a missing or rejected parent, when nothing else is wrong
         named = values[col.name]
         orphan = pc.and_(pc.is_valid(named), pa.array(~_among(named, ctx.parents[col.name])))
         label = f"{table.source}.{col.source}"
         text = concat(f"{label}: names agent ", named, ", which is missing or rejected (got ", named, ")")
-        why = pc.if_else(pc.and_(orphan, pc.is_null(why)), text, why)
+        first = pc.and_(orphan, pc.is_null(why))
+        why = pc.if_else(first, text, why)
+        kind = pc.if_else(
+            first, pa.scalar(f"{label}: names agent N, which is missing or rejected", pa.large_string()), kind
+        )
     rejected = pc.fill_null(pc.is_valid(why), False).to_numpy(zero_copy_only=False) & ~exact
     keep = ~exact & ~rejected
-    loaded = pa.table({c.name: values[c.name] for c in table.migrated}).filter(pa.array(keep))
+    loaded = pa.table({c.name: values[c.name] for c in table.migrated}).cast(target_schema(table.migrated))
+    if not keep.all():  # (a filter copies every column, the chat text included)
+        loaded = loaded.filter(pa.array(keep))
     rows = typed.filter(pa.array(rejected))
     key = rows.column(table.key_col.source).cast(pa.large_string())
+    picked = pa.array(rejected)
+    payloads = typed_payloads(rows, table.source_columns)
     rejects = pa.table(
-        [
-            key,
-            why.filter(pa.array(rejected)),
-            typed_payloads(rows, table.source_columns),
-            rows.column(SOURCE_ROWID),
-        ],
+        [key, why.filter(picked), payloads, rows.column(SOURCE_ROWID), kind.filter(picked)],
         schema=REJECT_SCHEMA,
     )
     return loaded, rejects, rowids[exact]
@@ -158,6 +164,7 @@ def exact_chunk(table: Table, raw: pd.DataFrame, ctx: Context) -> tuple[pa.Table
             "reason": pa.array(bad[REJECT].tolist(), pa.large_string()),
             "payload": pa.array(bad[PAYLOAD].tolist(), pa.large_string()),
             "source_rowid": pa.array(bad[SOURCE_ROWID].astype("int64").to_numpy(), pa.int64()),
+            "reason_kind": pa.array([reason_kind(r) for r in bad[REJECT]], pa.large_string()),
         },
         schema=REJECT_SCHEMA,
     )
@@ -220,7 +227,7 @@ def clean_stream(
             w0.write_table(got.loaded)
             w1.write_table(got.rejects)
             counts.update(loaded=got.loaded.num_rows, rejected=got.rejects.num_rows, fast=got.fast_rows)
-            reasons.update(reason_kinds(got.rejects.column("reason").combine_chunks()))
+            reasons.update(reason_kinds(got.rejects.column("reason_kind").combine_chunks()))
             if len(preview) < 10 and got.rejects.num_rows:
                 preview += (
                     got.rejects.select(["source_key", "reason"]).slice(0, 10 - len(preview)).to_pylist()
@@ -246,13 +253,9 @@ def clean_stream(
     )
 
 
-def reason_kinds(reasons: pa.Array) -> Counter:
-    """Counts per kind of reason ("agents.energy: breaks CHECK ..."), values left out so kinds group."""
-    parts = pc.list_flatten(pc.split_pattern(reasons, "; "))
-    kinds = pc.replace_substring_regex(
-        pc.replace_substring_regex(parts, r" \(got .*\)$", ""), r"agent -?\d+, which", "agent N, which"
-    )
-    counted = pc.value_counts(kinds)
+def reason_kinds(kinds: pa.Array) -> Counter:
+    """Counts per kind of reason; a row rejected for several reasons counts under each."""
+    counted = pc.value_counts(pc.list_flatten(pc.split_pattern(kinds, "; ")))
     return Counter(
         dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
     )

@@ -26,6 +26,7 @@ from agent_migration.cleaning import (
     SOURCE_ROWID,
     clean_table,
     derive_users,
+    reason_kind,
     reject_missing_parents,
     remap_users,
     usernames,
@@ -256,6 +257,7 @@ def test_streamed_chunks_decide_every_row_as_the_exact_rules_on_the_whole_table(
         )
         for r in got
     )
+    assert all(r["reason_kind"] == reason_kind(r["reason"]) for r in got)  # the fast path's kinds too
     assert written.rows == len(rows) == written.loaded + written.rejected
     assert written.fast_rows <= written.rows
     assert got_rejects == want_rejects
@@ -300,3 +302,20 @@ def test_the_fast_path_decides_a_value_only_as_the_exact_rule_does(case):
             if isinstance(rule, Json) and want is not None:
                 want, got[i] = json.loads(want), json.loads(got[i])
             assert plain(got[i]) == want, (value, got[i], want)
+
+
+def test_only_a_true_rowid_alias_is_taken_for_a_key_without_duplicates():
+    conn = sqlite3.connect(":memory:")
+    for name, ddl in {
+        "alias": "id INTEGER PRIMARY KEY, x",
+        "int_key": "id INT PRIMARY KEY, x",  # INT, not INTEGER: a key of its own, may hold 1 and '1'
+        "desc_key": "id INTEGER PRIMARY KEY DESC, x",  # SQLite's documented exception: no alias
+        "plain": "id INTEGER, x",
+    }.items():
+        conn.execute(f"CREATE TABLE {name} ({ddl})")
+    assert [sqlite_read.is_rowid(conn, t, "id") for t in ("alias", "int_key", "desc_key", "plain")] == [
+        True,
+        False,
+        False,
+        False,
+    ]

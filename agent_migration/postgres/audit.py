@@ -195,9 +195,13 @@ def listing_mismatches(cur) -> dict:
 
 
 def rejects_by_reason(cur, table: Table, top: int = 10) -> dict[str, int]:
+    """Counts per kind of reason (a row with several reasons counts under each); rows of runs before
+    `reason_kind` existed are grouped by their reason with its values cut out."""
     cur.execute(
-        """SELECT regexp_replace(regexp_replace(reason, ' \\(got .*?\\)(;|$)', '\\1', 'g'),
-                                 'agent \\d+, which', 'agent N, which', 'g'), count(*) FROM migration.rejected_rows
+        """SELECT kind, count(*) FROM migration.rejected_rows,
+             unnest(string_to_array(coalesce(reason_kind,
+               regexp_replace(regexp_replace(reason, ' \\(got .*?\\)(;|$)', '\\1', 'g'),
+                              'agent \\d+, which', 'agent N, which', 'g')), '; ')) AS kind
            WHERE source_table = %s GROUP BY 1 ORDER BY 2 DESC LIMIT %s""",
         (table.source, top),
     )

@@ -19,16 +19,20 @@ from pgpq import schema as pg_schema
 from psycopg2 import sql
 
 _BATCH_ROWS = 100_000
+_ENCODE_ROWS = 16_384  # rows encoded at a time: a few MB of COPY data in flight, not a whole batch
 
 
 def encoder(schema: pa.Schema, types: dict[str, str]) -> pgpq.ArrowToPostgresBinaryEncoder:
     """A binary COPY encoder for `schema`; text bound for a JSONB column is sent as jsonb."""
-    builders = {
-        f.name: encoders.LargeStringEncoderBuilder.new_with_output(f, pg_schema.Jsonb())
-        if types[f.name] == "JSONB"
-        else pgpq.ArrowToPostgresBinaryEncoder.infer_encoder(f)
-        for f in schema
-    }
+    builders = {f.name: pgpq.ArrowToPostgresBinaryEncoder.infer_encoder(f) for f in schema}
+    for f in schema:
+        if types[f.name] == "JSONB":
+            text = (
+                encoders.LargeStringEncoderBuilder
+                if pa.types.is_large_string(f.type)
+                else encoders.StringEncoderBuilder
+            )
+            builders[f.name] = text.new_with_output(f, pg_schema.Jsonb())
     return pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(schema, builders)
 
 
@@ -58,8 +62,10 @@ def copy_batches(
         yield memoryview(enc.write_header()), 0
         for batch in batches:
             part = batch.select(columns)
-            pieces = part.to_batches(max_chunksize=_BATCH_ROWS) if isinstance(part, pa.Table) else [part]
-            for piece in pieces:
+            pieces = part.to_batches(max_chunksize=_ENCODE_ROWS) if isinstance(part, pa.Table) else [part]
+            for piece in (
+                p.slice(i, _ENCODE_ROWS) for p in pieces for i in range(0, p.num_rows, _ENCODE_ROWS)
+            ):
                 done[0] += piece.num_rows
                 yield memoryview(enc.write_batch(piece.cast(schema))), done[0]
         yield memoryview(enc.finish()), done[0]

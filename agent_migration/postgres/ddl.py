@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS migration.rejected_rows (
   source_rowid BIGINT
 );
 ALTER TABLE migration.rejected_rows ADD COLUMN IF NOT EXISTS source_rowid BIGINT;
+ALTER TABLE migration.rejected_rows ADD COLUMN IF NOT EXISTS reason_kind TEXT;
 CREATE INDEX IF NOT EXISTS rejected_rows_table ON migration.rejected_rows (source_table);
 CREATE TABLE IF NOT EXISTS migration.source_stats (
   source_table TEXT PRIMARY KEY,

@@ -24,6 +24,7 @@ REJECT_TYPES = {
     "payload": "JSONB",
     "run_id": "TEXT",
     "source_rowid": "BIGINT",
+    "reason_kind": "TEXT",
 }
 
 
@@ -336,4 +337,5 @@ def publish(
             )
     for rows in rejects:
         copy_batches(cur, sql.SQL("migration.rejected_rows"), rows.full_schema, rows.batches(), REJECT_TYPES)
+    cur.execute("ANALYZE migration.rejected_rows")  # the checks that follow plan with its real size
     return changes
