@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agent_migration import rules as r
+from agent_migration.values import json_problem, no_constants
 
 _FORMAT = "%Y-%m-%d %H:%M:%S"
 _SQLITE_TIME = r"^[1-9]\d{3}-\d\d-\d\d \d\d:\d\d:\d\d$"  # year 1000 on: every such date fits the target
@@ -158,7 +159,7 @@ def json_texts(rule: r.Json, column: pa.Array) -> FastColumn:
             bad[i] = True
             continue
         text = raw.decode()
-        if text and (r.json_problem(text) if "\\u" in text else _not_json(text)):
+        if text and (json_problem(text) if "\\u" in text else _not_json(text)):
             bad[i] = True
     exact = _np(pc.take(pa.array(bad), encoded.indices))
     empty = pc.or_kleene(pc.is_null(column), pc.equal(column, ""))
@@ -168,7 +169,7 @@ def json_texts(rule: r.Json, column: pa.Array) -> FastColumn:
 
 def _not_json(text: str) -> bool:
     try:
-        json.loads(text, parse_constant=r.no_constants)
+        json.loads(text, parse_constant=no_constants)
     except (ValueError, RecursionError):
         return True
     return False

@@ -10,17 +10,23 @@ on typed Arrow columns, for the rows SQLite stored as expected, in `fastpath.py`
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from agent_migration.values import DECIMAL, SURROGATES, show
+from agent_migration.values import (
+    DECIMAL,
+    FACTORIZE_MIN_ROWS,
+    is_arrow_text,
+    json_problem,
+    kinds_of,
+    repetitive,
+    show,
+    text_flags,
+)
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 _WHOLE = re.compile(r"^[+-]?\d+(?:\.0*)?$")
@@ -30,60 +36,6 @@ _TIMESTAMP = re.compile(
 _BOOLS = {"1": True, "0": False, "true": True, "false": False, "t": True, "f": False}
 EPOCH_MS_ABOVE = 10**11  # an epoch above this many seconds would be after year 5138: it is milliseconds
 _TS_MIN, _TS_MAX = pd.Timestamp("0001-01-01"), pd.Timestamp("9999-12-31 23:59:59.999999")
-
-FACTORIZE_MIN_ROWS = 4096
-_SINGLE = {"string": str, "integer": int, "floating": float, "bytes": bytes}
-
-
-def is_arrow_text(raw: pd.Series) -> bool:
-    """An Arrow text column: every value is text or NULL (how the extraction hands text to `arrow_text` rules)."""
-    dtype = raw.dtype
-    return isinstance(dtype, pd.ArrowDtype) and (
-        pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)
-    )
-
-
-def kinds_of(raw: pd.Series) -> pd.Series:
-    """The Python type of each raw value (NoneType for NULL); C-speed when the column holds one type
-    (then categorical, so that the rules' many `kinds.eq(t)` compare small integers, not objects)."""
-    single = str if is_arrow_text(raw) else _SINGLE.get(pd.api.types.infer_dtype(raw, skipna=True))
-    if single is None:
-        return raw.map(type)
-    codes = raw.notna().to_numpy().astype(np.int8)
-    kinds = pd.Series(
-        pd.Categorical.from_codes(codes, categories=pd.Index([type(None), single], dtype=object)),
-        index=raw.index,
-    )
-    kinds.attrs["single"] = True
-    return kinds
-
-
-def _repetitive(raw: pd.Series) -> bool:
-    """Whether a column repeats its values enough to check distinct values only (judged on a sample)."""
-    positions = np.arange(0, len(raw), max(1, len(raw) // 2000))
-    sample = pd.Series(raw.array.take(positions)) if is_arrow_text(raw) else raw.iloc[positions]
-    return sample.nunique(dropna=True) * 4 < len(sample)
-
-
-def text_flags(text: pd.Series) -> tuple[pd.Index, pd.Index]:
-    """Index labels of the strings holding a NUL, and of those holding undecodable bytes (surrogates).
-
-    Arrow converts clean text in C and refuses surrogates; only then are strings looked at one by one.
-    Arrow text is checked as it is (it cannot hold surrogates; NULLs are neither).
-    """
-    if is_arrow_text(text):
-        nul = pc.fill_null(pc.match_substring(pa.array(text.array), "\x00"), False)
-        return text.index[nul.to_numpy(zero_copy_only=False)], text.index[:0]
-    values = text.to_numpy(dtype=object)
-    try:
-        arrow = pa.array(values, type=pa.string())
-        bad = np.zeros(len(values), dtype=bool)
-    except (UnicodeEncodeError, pa.ArrowException):
-        bad = np.fromiter((bool(SURROGATES.search(v)) for v in values), dtype=bool, count=len(values))
-        arrow = pa.array(np.where(bad, "", values), type=pa.string())
-    nul = pc.match_substring(arrow, "\x00").to_numpy(zero_copy_only=False)
-    return text.index[nul], text.index[bad]
-
 
 @dataclass(frozen=True)
 class Checked:
@@ -115,7 +67,7 @@ class Rule:
         if (
             len(raw) >= FACTORIZE_MIN_ROWS
             and kinds.attrs.get("single")
-            and (self.repeats or _repetitive(raw))
+            and (self.repeats or repetitive(raw))
         ):
             # Few distinct values (roles, usernames, agent ids): check each once, then broadcast.
             codes, uniques = pd.factorize(raw, use_na_sentinel=True)
@@ -294,31 +246,6 @@ class Username(Text):
         kinds[blank] = type(None)
         values, reasons = super().convert(raw.where(~blank), kinds, column)
         return values.where(~blank), reasons
-
-
-def _strings_in(obj: object) -> bool:
-    """True when a parsed JSON value holds a string (key or value) that PostgreSQL JSONB cannot store."""
-    if isinstance(obj, str):
-        return "\x00" in obj or bool(SURROGATES.search(obj))
-    if isinstance(obj, dict):
-        return any(_strings_in(k) or _strings_in(v) for k, v in obj.items())
-    if isinstance(obj, list):
-        return any(_strings_in(v) for v in obj)
-    return False
-
-
-def no_constants(name: str):
-    raise ValueError(f"{name} is not JSON")
-
-
-def json_problem(text: str) -> str | None:
-    try:
-        parsed = json.loads(text, parse_constant=no_constants)
-    except (ValueError, RecursionError) as exc:
-        return f"is not valid JSON ({str(exc)[:80]})"
-    if _strings_in(parsed):
-        return "is JSON holding a NUL or unpaired surrogate, which JSONB cannot store"
-    return None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from agent_migration.sqlite_read import distinct_values
 from agent_migration.tables import SOURCE_TABLES, USERS, Table
 
 
-def read_existing_users(target: PostgresTarget) -> pd.DataFrame:
+def read_existing_users(target: PostgresTarget) -> tuple[pd.DataFrame, int]:
     """The target's current users (id, username) and the users sequence position, so ids never change."""
     with target.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass('public.users') IS NOT NULL")
@@ -26,8 +26,7 @@ def read_existing_users(target: PostgresTarget) -> pd.DataFrame:
         else:  # a fresh target: target_schema creates the tables, nobody has an id yet
             rows, nxt = [], 1
     existing = pd.DataFrame(rows, columns=["id", "username"]).astype({"id": "int64", "username": object})
-    existing.attrs["sequence"] = int(nxt) - 1
-    return existing
+    return existing, int(nxt) - 1
 
 
 def referenced(conn, table: Table) -> dict[str, pd.Series]:
@@ -45,7 +44,7 @@ def users_of(target: PostgresTarget, source: SqliteSource, snap: Snapshot) -> tu
     A full run reads every username column's distinct values from the snapshot (set-based, in SQLite);
     a re-sync starts from the target's users, which are those of the last published snapshot, and
     applies only the names the changed rows add or drop."""
-    existing = read_existing_users(target)
+    existing, sequence = read_existing_users(target)
     referenced_by = {}
     if snap.changes is not None:
         names = snap.changes[delta.USER_CHANGES]
@@ -55,7 +54,7 @@ def users_of(target: PostgresTarget, source: SqliteSource, snap: Snapshot) -> tu
         with source.connect(snap.path) as conn:
             references = [usernames(t, referenced(conn, t)) for t in SOURCE_TABLES]
         referenced_by = {t.source: int(r.nunique()) for t, r in zip(SOURCE_TABLES, references, strict=True)}
-    return derive_users(references, existing, existing.attrs["sequence"]), existing, referenced_by
+    return derive_users(references, existing, sequence), existing, referenced_by
 
 
 def parent_keys(target: PostgresTarget, table: Table, parents: dict[str, CleanTable]) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ from pydantic import Field
 from agent_migration import snapshots, sqlite_read
 from agent_migration.artifacts import Snapshot, SourceTable
 from agent_migration.assets.common import OWNERS
+from agent_migration.cleaning import KeyFacts
 from agent_migration.delta import USER_CHANGES
 from agent_migration.resources import MigrationError, PostgresTarget, SqliteSource
 from agent_migration.tables import SOURCE_TABLES, Table
@@ -63,12 +64,12 @@ def source_snapshot(
 
 def plan_table(source: SqliteSource, snap: Snapshot, table: Table) -> SourceTable:
     """The chunks this run reads of `table` and the facts about its keys."""
+    rowids = None if snap.changes is None else tuple(snap.changes[table.source]["rowids"])
     with source.connect(snap.path) as conn:
-        facts = sqlite_read.key_facts(conn, table)
-        if snap.changes is None:
+        facts = sqlite_read.key_facts(conn, table) if rowids != () else KeyFacts()  # nothing to redo
+        if rowids is None:
             chunks = tuple(sqlite_read.range_chunks(conn, table, source.chunk_rows))
             return SourceTable(table.source, snap.path, snap.stats[table.source]["rows"], chunks, facts)
-    rowids = tuple(snap.changes[table.source]["rowids"])
     chunks = tuple(sqlite_read.list_chunks(list(rowids), source.chunk_rows))
     return SourceTable(table.source, snap.path, len(rowids), chunks, facts, rowids, snap.delta(table.source))
 
