@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -227,6 +228,20 @@ def read_typed(adbc, table: Table, chunk: Chunk) -> pa.Table:
     fields += [pa.field(c.source, ARROW_OF[c.rule.stored]) for c in table.migrated]
     arrays = [got.column(i).combine_chunks().cast(f.type) for i, f in enumerate(fields)]
     return pa.table(arrays, schema=pa.schema(fields))
+
+
+def typed_chunks(adbc, table: Table, chunks: Iterator[Chunk]) -> Iterator[tuple[Chunk, pa.Table]]:
+    """Each chunk with its typed rows; the next chunk is read (in C, without the GIL) while the caller
+    cleans this one, so reading and cleaning share the machine's cores. One chunk ahead at most."""
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        ahead = None
+        for chunk in chunks:
+            future = reader.submit(read_typed, adbc, table, chunk)
+            if ahead is not None:
+                yield ahead[0], ahead[1].result()
+            ahead = (chunk, future)
+        if ahead is not None:
+            yield ahead[0], ahead[1].result()
 
 
 def odd_rowids(conn, table: Table, chunk: Chunk, typical_rowids: np.ndarray) -> list[int]:

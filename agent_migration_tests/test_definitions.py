@@ -49,3 +49,15 @@ def test_migrate_job_selects_every_asset_and_check():
     assert job.asset_layer.selected_asset_keys == graph.get_all_asset_keys()
     checks = {k.name for k in job.asset_layer.asset_graph.asset_check_keys}
     assert {"row_accounting", "foreign_keys", "constraints", "sums_reconcile", "sequence_ahead"} <= checks
+
+
+def test_the_graph_reads_extract_transform_load_verify_with_no_edge_backwards():
+    order = ["extract", "transform", "load", "verify"]
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        for parent in node.parent_keys:
+            assert order.index(graph.get(parent).group_name) <= order.index(node.group_name), (parent, key)
+    # Each table's lineage is only what it is made of (no other table's cleaning, no extract step).
+    chat = {p.to_user_string() for p in graph.get(dg.AssetKey("chat_messages")).parent_keys}
+    assert chat == {"clean_chat_messages", "derived_users", "target_schema"}
