@@ -86,7 +86,7 @@ class Outcome:
 
 
 def fast_chunk(
-    table: Table, typed: pa.Table, ctx: Context, ids: dict
+    table: Table, typed: pa.Table, ctx: Context, ids: UserMap
 ) -> tuple[pa.Table, pa.Table, np.ndarray]:
     """Judge typed rows: (loaded, rejects decided here, rowids for the exact path)."""
     rowids = typed.column(SOURCE_ROWID).to_numpy()
