@@ -50,7 +50,8 @@ class SourceTable:
 
 @dataclass(frozen=True)
 class CleanTable:
-    """One cleaned table: files of loadable rows and of rejects, counts, and a parent's loaded keys."""
+    """One cleaned table: files of loadable rows and of rejects, counts (`fast_rows`: decided by the
+    fast path), the reason kinds counted, a few rejects shown, and a parent table's loaded keys."""
 
     name: str
     loaded_path: str

@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,11 @@ class KeyFacts:
     duplicates: frozenset[int] = field(default_factory=frozenset)
     ambiguous: frozenset[int] = field(default_factory=frozenset)
 
+    @cached_property
+    def rowids(self) -> np.ndarray:
+        """Every rowid these facts name, sorted: rows the exact path decides, whatever their values."""
+        return np.array(sorted(self.duplicates | self.ambiguous), dtype=np.int64)
+
 
 def key_masks(table: Table, raw: pd.DataFrame, clean_key: pd.Series, facts: KeyFacts | None):
     """(duplicate, ambiguous) per row of `raw`: from `facts`, or found within the frame (rowid order)."""
@@ -53,7 +59,9 @@ def key_facts_of(table: Table, raw: pd.DataFrame) -> KeyFacts:
     clean = rule.apply(raw[table.key_col.source], f"{table.source}.{table.key_col.source}", table.key).values
     duplicate, ambiguous = key_masks(table, raw, clean, None)
     rowids = raw[SOURCE_ROWID].astype("int64")
-    return KeyFacts(frozenset(int(r) for r in rowids[duplicate]), frozenset(int(r) for r in rowids[ambiguous]))
+    return KeyFacts(
+        frozenset(int(r) for r in rowids[duplicate]), frozenset(int(r) for r in rowids[ambiguous])
+    )
 
 
 def source_key(table: Table, raw: pd.DataFrame, rows: pd.Index, ambiguous: pd.Series) -> pd.Series:
@@ -194,5 +202,3 @@ def reject_missing_parents(
         f"{label}: names agent {v}, which is missing or rejected (got {v})" for v in ids[orphan]
     ]
     return with_rejects(clean.copy(), reasons, raw, table)
-
-

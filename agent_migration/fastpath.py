@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agent_migration import rules as r
+from agent_migration.payloads import concat
 from agent_migration.values import json_problem, no_constants
 
 _FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -59,10 +60,6 @@ def _decodes(value: bytes) -> bool:
         return False
 
 
-def _text(part) -> pa.Array | pa.Scalar:
-    return pa.scalar(part, pa.large_string()) if isinstance(part, str) else part.cast(pa.large_string())
-
-
 def _np(mask: pa.Array) -> np.ndarray:
     return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
 
@@ -76,8 +73,8 @@ def integers(rule: r.Integer, column: pa.Array, label: str, name: str) -> FastCo
     if over.any() or outside.any():
         why = np.where(over, "overflows a PostgreSQL INTEGER", f"breaks CHECK ({rule.check_sql(name)})")
         got = pc.cast(column, pa.large_string())
-        kind = pc.binary_join_element_wise(_text(f"{label}: "), _text(pa.array(why)), _text(""))
-        text = pc.binary_join_element_wise(kind, _text(" (got "), got, _text(")"), _text(""))
+        kind = concat(f"{label}: ", pa.array(why))
+        text = concat(kind, " (got ", got, ")")
         bad, none = pa.array(over | outside), pa.scalar(None, pa.large_string())
         return FastColumn(
             pc.if_else(bad, pa.scalar(None, pa.int64()), column).cast(pa.int32()),

@@ -21,7 +21,7 @@ import pyarrow as pa
 from agent_migration.cleaning import SOURCE_ROWID, KeyFacts, key_facts_of
 from agent_migration.resources import decode_text, sqlite_ident
 from agent_migration.tables import Table
-from agent_migration.values import key_text, sum_units
+from agent_migration.values import SURROGATES, key_text, sum_units
 
 FETCH_ROWS = 100_000
 
@@ -61,12 +61,12 @@ def with_decoding(conn, read):
     return read()
 
 
-def read_table(conn, table: Table, log=None, rowids: list[int] | None = None) -> pd.DataFrame:
+def read_table(conn, table: Table, rowids: list[int] | None = None) -> pd.DataFrame:
     """Every row of a source table (or those with `rowids`) with its rowid, values exactly as stored."""
-    return with_decoding(conn, lambda: _read(conn, table, log, rowids))
+    return with_decoding(conn, lambda: _read(conn, table, rowids))
 
 
-def _read(conn, table: Table, log=None, rowids: list[int] | None = None) -> pd.DataFrame:
+def _read(conn, table: Table, rowids: list[int] | None = None) -> pd.DataFrame:
     columns = ["_rowid", *table.source_columns]
     text = [c.source for c in table.migrated if c.rule.arrow_text]
     # A column whose rule takes Arrow text comes as two: its text as bytes (no Python string per row: the
@@ -84,10 +84,7 @@ def _read(conn, table: Table, log=None, rowids: list[int] | None = None) -> pd.D
     name = sqlite_ident(table.source)
     where, params = "", ()
     if rowids is not None:
-        where, params = " WHERE rowid IN (SELECT value FROM json_each(?))", (json.dumps(rowids),)
-        total = len(rowids)
-    else:
-        total = conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+        where, params = f" WHERE {IN_LIST}", (json.dumps(rowids),)
     cursor = conn.execute(f"SELECT {', '.join(selected)} FROM {name}{where} ORDER BY rowid", params)
     chunks: dict[str, list] = {c: [] for c in columns}
     read = 0
@@ -102,15 +99,8 @@ def _read(conn, table: Table, log=None, rowids: list[int] | None = None) -> pd.D
             else:
                 chunks[column].append(block[:, i].copy())  # contiguous, free of the batch's other columns
                 i += 1
-        before, read = read, read + len(batch)
-        if log and total > FETCH_ROWS and quarter(before, total) != quarter(read, total):
-            log(f"read {read:,} of {total:,} rows of {table.source}")
+        read += len(batch)
     return pd.DataFrame({c: join_chunks(chunks[c]) for c in columns}, index=pd.RangeIndex(read))
-
-
-def quarter(done: int, total: int) -> int:
-    """Progress in quarters: a large table logs its progress four times (each log line is a stored event)."""
-    return 4 * done // max(total, 1)
 
 
 def text_chunk(utf8: np.ndarray, other: np.ndarray) -> np.ndarray | pa.Array:
@@ -301,12 +291,10 @@ def is_rowid(conn, table: str, column: str) -> bool:
 
 def _is_odd(value, stored: str) -> bool:
     if stored == "text":
-        return not isinstance(value, str) or "\x00" in value or "\\" in value or _has_surrogates(value)
+        return (
+            not isinstance(value, str) or "\x00" in value or "\\" in value or bool(SURROGATES.search(value))
+        )
     return not isinstance(value, int)
-
-
-def _has_surrogates(text: str) -> bool:
-    return any("\ud800" <= ch <= "\udfff" for ch in text)
 
 
 def _collision_probes(rule, values: list, table: Table) -> list:
@@ -324,4 +312,4 @@ def _collision_probes(rule, values: list, table: Table) -> list:
             probes.add(int(text))
     if rule.stored == "integer":
         return sorted(p for p in probes if isinstance(p, int) and -(2**63) <= p < 2**63)
-    return sorted(p for p in probes if isinstance(p, str) and not _has_surrogates(p))
+    return sorted(p for p in probes if isinstance(p, str) and not SURROGATES.search(p))

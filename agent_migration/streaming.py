@@ -9,10 +9,9 @@ parent table, the set of its loaded keys; the result goes to disk as it is made.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +89,7 @@ def fast_chunk(
 ) -> tuple[pa.Table, pa.Table, np.ndarray]:
     """Judge typed rows: (loaded, rejects decided here, rowids for the exact path)."""
     rowids = typed.column(SOURCE_ROWID).to_numpy()
-    exact = np.isin(rowids, list(ctx.facts.duplicates | ctx.facts.ambiguous))
+    exact = np.isin(rowids, ctx.facts.rowids)
     values, reasons, kinds = {}, [], []
     for col in table.migrated:
         got = fast_column(
@@ -191,20 +190,6 @@ def clean_chunk(
     )
 
 
-@dataclass(frozen=True)
-class Written:
-    """What cleaning a whole table wrote: row counts, reasons, and the loaded keys of a parent table."""
-
-    rows: int
-    loaded: int
-    rejected: int
-    fast_rows: int
-    reasons: dict[str, int]
-    preview: list[dict]
-    loaded_keys: np.ndarray | None
-    seconds: float
-
-
 def clean_stream(
     conn,
     adbc,
@@ -214,9 +199,9 @@ def clean_stream(
     out: tuple[Path, Path],
     keep_keys: bool,
     log: Callable[[int], None] | None = None,
-) -> Written:
+) -> CleanTable:
     """Clean every chunk, writing loadable rows to `out[0]` and rejects to `out[1]` (Arrow IPC streams)."""
-    started, ids = time.monotonic(), UserMap.of(ctx.users)
+    ids = UserMap.of(ctx.users)
     counts, reasons, preview, keys = Counter(), Counter(), [], []
     with (
         pa.OSFile(str(out[0]), "wb") as f0,
@@ -243,15 +228,17 @@ def clean_stream(
         if keep_keys and keys
         else (np.empty(0, np.int32) if keep_keys else None)
     )
-    return Written(
-        counts["loaded"] + counts["rejected"],
-        counts["loaded"],
-        counts["rejected"],
-        counts["fast"],
-        dict(reasons.most_common(10)),
-        preview,
-        loaded_keys,
-        time.monotonic() - started,
+    return CleanTable(
+        name=table.name,
+        loaded_path=str(out[0]),
+        rejects_path=str(out[1]),
+        rows=counts["loaded"] + counts["rejected"],
+        loaded=counts["loaded"],
+        rejected=counts["rejected"],
+        fast_rows=counts["fast"],
+        reasons=dict(reasons.most_common(10)),
+        preview=preview,
+        loaded_keys=loaded_keys,
     )
 
 
@@ -269,24 +256,10 @@ def clean_source(
     """Clean every chunk of a planned source table into the run's folder."""
     out = (Path(run_dir) / f"{table.name}.arrow", Path(run_dir) / f"{table.name}.rejects.arrow")
     with source.connect(planned.snapshot) as conn, source.connect_arrow(planned.snapshot) as adbc:
-        written = clean_stream(
+        done = clean_stream(
             conn, adbc, table, iter(planned.chunks), ctx, out, keep_keys, progress(table, planned.rows, log)
         )
-    return CleanTable(
-        name=table.name,
-        loaded_path=str(out[0]),
-        rejects_path=str(out[1]),
-        rows=written.rows,
-        loaded=written.loaded,
-        rejected=written.rejected,
-        fast_rows=written.fast_rows,
-        reasons=written.reasons,
-        preview=written.preview,
-        loaded_keys=written.loaded_keys,
-        rowids=planned.rowids,
-        delta=planned.delta,
-        snapshot=planned.snapshot,
-    )
+    return replace(done, rowids=planned.rowids, delta=planned.delta, snapshot=planned.snapshot)
 
 
 def progress(table: Table, total: int, log) -> Callable[[int], None]:
