@@ -9,6 +9,8 @@ setup(
     install_requires=[
         "dagster>=1.13,<1.14",
         "dagster-webserver>=1.13,<1.14",
+        "dagster-dg-cli>=1.13,<1.14",  # `dg dev`, `dg launch`
+        "dagster-postgres>=0.29,<0.30",  # deploy/dagster.yaml: run, event and schedule storage in PostgreSQL
         "pandas>=3.0",
         "pyarrow>=19",
         "adbc-driver-sqlite>=1.5",  # typed Arrow batches straight from SQLite

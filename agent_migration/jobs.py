@@ -1,30 +1,52 @@
-"""Jobs and the schedule: `migrate` (every asset and check), `cutover` (the last one), `resync`."""
+"""Jobs and the schedule: `migrate` (every migration asset and check), `cutover` (the last one),
+`rollback_export` (PostgreSQL back into a new SQLite file), `resync`."""
 
 import os
 
 import dagster as dg
 
+from agent_migration import runlog
+from agent_migration.assets import preflight, rollback
 from agent_migration.assets.verify import CUTOVER_TAG
 from agent_migration.postgres import cutover as cutover_record
 from agent_migration.resources import PostgresTarget
 
 # Dagster's run queue can cap runs carrying this tag (see dagster.yaml); the advisory lock is the last guard.
 WRITER_TAG = {"agent_migration/writer": "postgres"}
+# The migration's assets: everything but the groups other jobs run on their own.
+MIGRATION = dg.AssetSelection.all() - dg.AssetSelection.groups(rollback.GROUP, preflight.GROUP)
 
 migrate = dg.define_asset_job(
     "migrate",
-    selection=dg.AssetSelection.all(),
+    selection=MIGRATION,
     tags=WRITER_TAG,
+    config=runlog.LOG_CONFIG,  # the console at INFO unless MIGRATION_LOG_LEVEL (or this config) says DEBUG
     description="Snapshot the SQLite source, clean and remap every table, publish to PostgreSQL, verify. "
     "Re-running it re-syncs: only what changed is written.",
 )
 
 cutover = dg.define_asset_job(
     "cutover",
-    selection=dg.AssetSelection.all(),
+    selection=MIGRATION,
     tags={**WRITER_TAG, CUTOVER_TAG: "true"},
+    config=runlog.LOG_CONFIG,
     description="A final re-sync with every check blocking, then the cutover is recorded in migration.cutover: "
     "from then on migrate and the resync schedule refuse to write.",
+)
+
+preflight_job = dg.define_asset_job(
+    "preflight",
+    selection=dg.AssetSelection.groups(preflight.GROUP),
+    config=runlog.LOG_CONFIG,
+    description="What migrate would do, with nothing written to the target: every row rule over one snapshot "
+    "of the source, the target checked read-only, the reject budget; fails, saying why, when migrate would.",
+)
+
+rollback_export = dg.define_asset_job(
+    "rollback_export",
+    selection=dg.AssetSelection.groups(rollback.GROUP),
+    description="Write PostgreSQL's current state, every rejected row restored, into a new SQLite file in the "
+    "app's own schema (env EXPORT_SQLITE_PATH): the rollback after a cutover. Reads PostgreSQL only.",
 )
 
 

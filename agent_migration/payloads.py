@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from agent_migration.values import json_safe
+
 _CONTROL = r"[\x00-\x1f]"
 _SPECIAL = r'["\\\x00-\x1f]'  # what JSON escapes in a string
 
@@ -58,6 +60,6 @@ def typed_payloads(rows: pa.Table, columns: list[str]) -> pa.Array:
         picked = rows.select(columns).take(pa.array(where)).to_pylist()
         texts = out.to_pylist()
         for i, row in zip(where, picked, strict=True):
-            texts[i] = json.dumps(row, ensure_ascii=False)
+            texts[i] = json.dumps({k: json_safe(v) for k, v in row.items()}, ensure_ascii=False)
         out = pa.array(texts, pa.large_string())
     return out

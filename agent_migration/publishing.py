@@ -127,10 +127,22 @@ def record_run(cur, snap: Snapshot, run_id: str, locked_at, changes: dict) -> No
     """The source's counts (for the checks) and this run (its snapshot: the next re-sync's baseline)."""
     cur.execute("DELETE FROM migration.source_stats")
     cur.executemany(
-        "INSERT INTO migration.source_stats (source_table, source_rows, sums, snapshot, run_id)"
-        " VALUES (%s, %s, %s, %s, %s)",
-        [(t, s["rows"], json.dumps(s["sums"]), snap.path, run_id) for t, s in snap.stats.items()],
+        "INSERT INTO migration.source_stats (source_table, source_rows, sums, max_id, snapshot, run_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        [
+            (t, s["rows"], json.dumps(s["sums"]), s.get("max_id"), snap.path, run_id)
+            for t, s in snap.stats.items()
+        ],
     )
+    # The source's own schema, so that a rollback export recreates it from PostgreSQL alone.
+    cur.execute("DELETE FROM migration.source_schema")
+    cur.executemany(
+        "INSERT INTO migration.source_schema (position, type, name, tbl_name, sql, run_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        [(i, *obj, run_id) for i, obj in enumerate(snap.schema)],
+    )
+    for table in SOURCE_TABLES:  # past rejected ids too: a restored reject must keep its id
+        merge.advance_sequence(cur, table, snap.stats[table.source].get("max_id"))
     cur.execute(
         "INSERT INTO migration.runs (run_id, locked_at, snapshot, changes, spec) VALUES (%s, %s, %s, %s, %s)"
         " ON CONFLICT (run_id) DO UPDATE SET locked_at = EXCLUDED.locked_at, changes = EXCLUDED.changes,"

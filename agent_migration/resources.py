@@ -249,6 +249,32 @@ def redact(text: str, url: URL | None = None) -> str:
     return _PASSWORD.sub(r"\1***@", text)
 
 
+class ExportFile(dg.ConfigurableResource):
+    """Where `rollback_export` writes its SQLite file: a new file, never one that exists."""
+
+    path: str | None = Field(
+        default=None,
+        description="The new SQLite file (env EXPORT_SQLITE_PATH; default .migration/exports/rollback-<UTC time>.sqlite).",
+    )
+
+    def destination(self) -> Path:
+        """The file to write, checked: it must not exist, and its folder must (the default one is made)."""
+        raw = self.path or os.environ.get("EXPORT_SQLITE_PATH")
+        if not raw:
+            folder = Path(".migration/exports")
+            folder.mkdir(parents=True, exist_ok=True)
+            raw = str(folder / f"rollback-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.sqlite")
+        path = Path(raw).resolve()
+        if path.exists() or path.is_symlink():
+            raise MigrationError(
+                f"EXPORT_SQLITE_PATH {raw!r} already exists: the export never overwrites a file (it was left "
+                "as it is). Choose a new path, or move that file away."
+            )
+        if not path.parent.is_dir():
+            raise MigrationError(f"EXPORT_SQLITE_PATH {raw!r}: the folder {str(path.parent)!r} does not exist.")
+        return path
+
+
 class PostgresTarget(dg.ConfigurableResource):
     """The PostgreSQL target. Without a URL (and no env DATABASE_URL) an embedded server is started."""
 
@@ -257,6 +283,13 @@ class PostgresTarget(dg.ConfigurableResource):
     statement_timeout_s: int = Field(default=900, description="Longest a single statement may run.")
     connect_timeout_s: int = Field(default=10, description="Longest wait for a connection.")
     lock_wait_s: float = Field(default=600.0, description="Longest wait while another run writes the target.")
+    max_reject_share: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="The reject budget: the largest share of a source table's rows that may be rejected; above "
+        "it migrate publishes nothing (default: env MIGRATION_MAX_REJECT_SHARE, else 0.5; see `budget.py`).",
+    )
 
     def url(self) -> URL:
         raw = (

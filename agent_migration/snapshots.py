@@ -20,7 +20,7 @@ from agent_migration.resources import (
     check_source_shape,
     describe_source,
 )
-from agent_migration.sqlite_read import source_stats
+from agent_migration.sqlite_read import schema_objects, source_stats
 from agent_migration.tables import SOURCE_TABLES
 
 KEEP_RUN_DIRS = 5
@@ -103,6 +103,7 @@ def take_snapshot(source: SqliteSource, target: PostgresTarget, run_id: str, ful
     with source.connect(copy) as conn:
         extra = check_source_shape(describe_source(conn), source.path)
         stats = {t.source: source_stats(conn, t) for t in SOURCE_TABLES}
+        schema = schema_objects(conn)
         changes = plan_changes(conn, base, copy, log)
     if base and str(copy) == str(Path(base["snapshot"]).resolve()):
         log(f"source {source.path} unchanged since run {base['run_id']} (byte for byte): its snapshot {copy} serves this run")
@@ -115,4 +116,5 @@ def take_snapshot(source: SqliteSource, target: PostgresTarget, run_id: str, ful
         extra=extra,
         baseline=base["snapshot"] if changes is not None else None,
         changes=changes,
+        schema=schema,
     )

@@ -30,11 +30,23 @@ def source_stats(conn, table: Table) -> dict:
     """Row count and reconciliation totals, read straight from the snapshot (independent of the frames)."""
     name = sqlite_ident(table.source)
     stats: dict = {"rows": conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0], "sums": {}}
+    if table.serial is not None:  # rejected rows count: the app's next id must pass them too
+        key = sqlite_ident(table.key_col.source)
+        stats["max_id"] = conn.execute(f"SELECT max({key}) FROM {name} WHERE typeof({key}) = 'integer'").fetchone()[0]
     for col_name in table.sums:
         col = table.col(col_name)
         values = (v for (v,) in conn.execute(f"SELECT {sqlite_ident(col.source)} FROM {name}"))
         stats["sums"][col_name] = str(sum_units(col.rule, values))
     return stats
+
+
+def schema_objects(conn) -> tuple[tuple[str, str, str, str], ...]:
+    """The source's own schema statements (type, name, tbl_name, sql), in the order they were created,
+    without SQLite's internal objects: what a rollback recreates."""
+    rows = conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid"
+    ).fetchall()
+    return tuple(tuple(r) for r in rows)
 
 
 def distinct_values(conn, table: Table, column: str) -> pd.Series:

@@ -171,17 +171,20 @@ def exact_chunk(table: Table, raw: pd.DataFrame, ctx: Context) -> tuple[pa.Table
 
 
 def clean_chunk(
-    conn, table: Table, chunk: sqlite_read.Chunk, typed: pa.Table, ctx: Context, ids: UserMap
+    conn, table: Table, chunk: sqlite_read.Chunk, typed: pa.Table, ctx: Context, ids: UserMap, profile=None
 ) -> Outcome:
-    """One chunk: its typed rows through the fast path, every other row through the exact rules."""
+    """One chunk: its typed rows through the fast path, every other row through the exact rules.
+    `profile` (preflight's `profiling.TableProfile`) sees the typed rows and the odd rows as stored."""
     loaded, rejects, exact = fast_chunk(table, typed, ctx, ids)
     odd: list[int] = []
     if typed.num_rows < chunk.rows:  # some rows were not typical: the others of the chunk
         odd = sqlite_read.odd_rowids(conn, table, chunk, typed.column(SOURCE_ROWID).to_numpy())
     rowids = sorted(set(exact.tolist()) | set(odd))
-    if not rowids:
+    raw = sqlite_read.read_table(conn, table, rowids=rowids) if rowids else None
+    if profile is not None:
+        profile.chunk(typed, raw, odd)
+    if raw is None:
         return Outcome(loaded, rejects, typed.num_rows)
-    raw = sqlite_read.read_table(conn, table, rowids=rowids)
     more_loaded, more_rejects = exact_chunk(table, raw, ctx)
     return Outcome(
         pa.concat_tables([loaded, more_loaded]),
@@ -199,6 +202,7 @@ def clean_stream(
     out: tuple[Path, Path],
     keep_keys: bool,
     log: Callable[[int], None] | None = None,
+    profile=None,
 ) -> CleanTable:
     """Clean every chunk, writing loadable rows to `out[0]` and rejects to `out[1]` (Arrow IPC streams)."""
     ids = UserMap.of(ctx.users)
@@ -210,7 +214,9 @@ def clean_stream(
         pa.ipc.new_stream(f1, REJECT_SCHEMA) as w1,
     ):
         for chunk, typed in sqlite_read.typed_chunks(adbc, table, chunks):
-            got = clean_chunk(conn, table, chunk, typed, ctx, ids)
+            got = clean_chunk(conn, table, chunk, typed, ctx, ids, profile)
+            if profile is not None:
+                profile.rejects(got.rejects)
             w0.write_table(got.loaded)
             w1.write_table(got.rejects)
             counts.update(loaded=got.loaded.num_rows, rejected=got.rejects.num_rows, fast=got.fast_rows)
@@ -251,14 +257,20 @@ def reason_kinds(kinds: pa.Array) -> Counter:
 
 
 def clean_source(
-    source: SqliteSource, planned: SourceTable, table: Table, ctx: Context, run_dir: str, keep_keys: bool, log
+    source: SqliteSource,
+    planned: SourceTable,
+    table: Table,
+    ctx: Context,
+    run_dir: str,
+    keep_keys: bool,
+    log,
+    profile=None,
 ) -> CleanTable:
-    """Clean every chunk of a planned source table into the run's folder."""
+    """Clean every chunk of a planned source table into the run's folder (`profile`: see `clean_chunk`)."""
     out = (Path(run_dir) / f"{table.name}.arrow", Path(run_dir) / f"{table.name}.rejects.arrow")
     with source.connect(planned.snapshot) as conn, source.connect_arrow(planned.snapshot) as adbc:
-        done = clean_stream(
-            conn, adbc, table, iter(planned.chunks), ctx, out, keep_keys, progress(table, planned.rows, log)
-        )
+        log_rows = progress(table, planned.rows, log)
+        done = clean_stream(conn, adbc, table, iter(planned.chunks), ctx, out, keep_keys, log_rows, profile)
     return replace(done, rowids=planned.rowids, delta=planned.delta, snapshot=planned.snapshot)
 
 

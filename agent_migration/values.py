@@ -37,7 +37,9 @@ def json_safe(value: object) -> object:
     """A raw SQLite value as something JSONB can hold, losslessly.
 
     Text with NUL characters or undecodable bytes and BLOBs become {"$type", "hex", "text"}: the exact
-    bytes in hex plus a readable escaped rendering; NaN and infinities become strings.
+    bytes in hex plus a readable escaped rendering. A REAL that JSONB's numeric would not give back as
+    a REAL (infinities, -0.0, exponent forms such as 1e+300, which read back as an integer) becomes
+    {"$type": "real", "text": repr}. So a rollback restores every value with its storage class and bytes.
     """
     if isinstance(value, bytes):
         text = value.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
@@ -46,9 +48,21 @@ def json_safe(value: object) -> object:
         raw = value.encode("utf-8", "surrogateescape")
         text = raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
         return {"$type": "text", "hex": raw.hex(), "text": text}
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+    if isinstance(value, float) and (
+        not math.isfinite(value) or "e" in repr(value) or (value == 0 and math.copysign(1.0, value) < 0)
+    ):
+        return {"$type": "real", "text": repr(value)}
     return value
+
+
+def from_json_safe(value: object) -> tuple[object, bool]:
+    """The raw SQLite value `json_safe` wrote, and whether it is TEXT to be stored from bytes."""
+    if isinstance(value, dict) and value.get("$type") in ("blob", "text", "real"):
+        kind = value["$type"]
+        if kind == "real":
+            return float(value["text"]), False
+        return bytes.fromhex(value["hex"]), kind == "text"
+    return value, False
 
 def key_text(value: object) -> str | None:
     """A source key as readable text: undecodable bytes as \\xNN, NUL as \\x00, a BLOB as x'hex'."""

@@ -10,6 +10,8 @@ import sys
 from contextlib import closing
 from pathlib import Path
 
+import pytest
+
 from agent_migration import embedded
 from agent_migration.benchmark import DATABASES, HEADER, STEPS, database_url
 from agent_migration_tests.conftest import query, server_dir
@@ -46,6 +48,7 @@ def check_report(report: dict, pgloader_skipped: bool) -> None:
     assert report["resync_1pct_changed_rows"] > 0
 
 
+@pytest.mark.benchmark
 def test_benchmark_runs_every_step_of_each_scale_and_leaves_the_databases_right():
     # Outside pytest's 0700 tmp tree: as root, the embedded server runs as its own user.
     workdir = server_dir() / "bench"

@@ -96,6 +96,7 @@ def dump(url: str) -> dict[str, list]:
     return tables
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk_rows", [3])
 def test_tiny_chunks_give_the_same_target_as_one_chunk(tmp_path, pg_admin_url, chunk_rows):
     path = tmp_path / "db.sqlite"

@@ -72,7 +72,7 @@ def test_schema_creation_is_idempotent_and_keeps_data(pg_url):
     tables = query(
         pg_url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'migration'"
     )
-    assert {t for (t,) in tables} == {"rejected_rows", "source_stats", "runs", "cutover"}
+    assert {t for (t,) in tables} == {"rejected_rows", "source_stats", "source_schema", "runs", "cutover"}
 
 
 def test_existing_tables_of_another_shape_are_refused_untouched(pg_url):

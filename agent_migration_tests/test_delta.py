@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import psycopg2
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,8 @@ from agent_migration_tests.conftest import create_database, query
 from agent_migration_tests.test_reliability import _bind, _write, failures, run
 from agent_migration_tests.test_resync import WRITES, content
 from agent_migration_tests.test_rules import sqlite_values
+
+pytestmark = pytest.mark.slow  # every test here runs the job three times or more
 
 # Keys and references drawn from a few values, some stored unlike the rule keeps them ('3', 2.0, NULL),
 # so duplicates, rows naming each other across types, and agents coming and going are common.
@@ -76,7 +79,8 @@ def _edit(path: Path, changes: dict) -> None:
 
 def _migrate(tmp: Path, path: Path, url: str, **kw):
     source = SqliteSource(path=str(path), backup_dir=str(tmp / "backups"))
-    result, _ = run(tmp, source, PostgresTarget(database_url=url), **kw)
+    # Random edits may reject a whole table: no reject budget here (it is tested in test_preflight.py).
+    result, _ = run(tmp, source, PostgresTarget(database_url=url, max_reject_share=1), **kw)
     assert result.success, failures(result)
     return result
 

@@ -196,6 +196,7 @@ def _bind(value):
     return value
 
 
+@pytest.mark.slow
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
 @given(tables=st.fixed_dictionaries(rows_of))
 def test_any_sqlite_values_end_loaded_with_the_rules_value_or_rejected(
@@ -205,9 +206,9 @@ def test_any_sqlite_values_end_loaded_with_the_rules_value_or_rejected(
     path = tmp / "db.sqlite"
     _write(path, tables)
     url = create_database(pg_admin_url)
-    result, _ = run(
-        tmp, SqliteSource(path=str(path), backup_dir=str(tmp / "b")), PostgresTarget(database_url=url)
-    )
+    # Any values: a table may be rejected whole, so no reject budget (it is tested in test_preflight.py).
+    target = PostgresTarget(database_url=url, max_reject_share=1)
+    result, _ = run(tmp, SqliteSource(path=str(path), backup_dir=str(tmp / "b")), target)
     assert result.success, failures(result)
     conn = sqlite3.connect(path)
     conn.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
@@ -324,6 +325,7 @@ def _blocked_at_the_end_of_publish(url: str, timeout: float = 300) -> int:
     return rows[0][0]
 
 
+@pytest.mark.slow
 def test_a_dropped_connection_during_the_load_rolls_back_and_the_retry_succeeds(tmp_path, pg_url):
     path = tmp_path / "db.sqlite"
     write_sample(path, scale="small", seed=2)
@@ -376,6 +378,7 @@ def test_a_target_with_app_tables_of_another_shape_is_refused_untouched(tmp_path
     ]
 
 
+@pytest.mark.slow
 def test_statements_time_out_instead_of_hanging(tmp_path, pg_url):
     path = tmp_path / "db.sqlite"
     write_sample(path, scale="tiny")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg2
+import pytest
 
 from agent_migration import jobs
 from agent_migration.postgres.cutover import UNDO
@@ -94,6 +95,7 @@ def fresh_migration(source: Path, admin_url: str, tmp: Path) -> str:
     return url
 
 
+@pytest.mark.slow
 def test_resync_equals_a_fresh_migration_and_writes_only_what_changed(tmp_path, pg_admin_url):
     source = tmp_path / "db.sqlite"
     write_sample(source, scale="small", seed=4)
@@ -204,6 +206,7 @@ def _dagster(args, cwd, env):
     )
 
 
+@pytest.mark.slow
 def test_a_run_killed_during_the_load_leaves_the_target_as_before(tmp_path, pg_url):
     source = tmp_path / "db.sqlite"
     write_sample(source, scale="small", seed=8)
@@ -244,6 +247,7 @@ def test_a_run_killed_during_the_load_leaves_the_target_as_before(tmp_path, pg_u
     assert query(pg_url, "SELECT count(*) FROM agents WHERE id = 90001") == [(1,)]
 
 
+@pytest.mark.slow
 def test_two_concurrent_runs_never_interleave_their_writes(tmp_path, pg_url):
     source = tmp_path / "db.sqlite"
     write_sample(source, scale="small", seed=9)
@@ -262,6 +266,7 @@ def test_two_concurrent_runs_never_interleave_their_writes(tmp_path, pg_url):
     assert end_a <= start_b, f"the second run wrote while the first held the target: {spans}"
 
 
+@pytest.mark.slow
 def test_after_cutover_migrate_refuses_and_the_schedule_skips(tmp_path, pg_url):
     source = tmp_path / "db.sqlite"
     write_sample(source, scale="tiny", seed=12)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -222,6 +223,7 @@ def expected(table: Table, raw: pd.DataFrame, users: pd.DataFrame, parents: dict
     return as_rows(table, loaded), rejects
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(case=sources())
 def test_streamed_chunks_decide_every_row_as_the_exact_rules_on_the_whole_table(case, tmp_path_factory):

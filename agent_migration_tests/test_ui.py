@@ -6,16 +6,10 @@ its row count, columns and column lineage; the graph's screenshot becomes `docs/
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,6 +18,9 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from agent_migration.sample import write_sample
 from agent_migration_tests.conftest import query
+from agent_migration_tests.servers import free_port, graphql, start, stop, wait_until_up
+
+pytestmark = pytest.mark.ui  # needs Debian's chromium: `.ci/run` installs it
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package: Playwright's own browser download is impossible here
 CHROMIUM_ARGS = [
@@ -50,44 +47,6 @@ FAILURES = """query ($runId: ID!) { logsForRun(runId: $runId) { ... on EventConn
 } } } }"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def graphql(base: str, text: str, **variables) -> dict:
-    body = json.dumps({"query": text, "variables": variables}).encode()
-    request = urllib.request.Request(f"{base}/graphql", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        answer = json.load(response)
-    assert "errors" not in answer, answer["errors"]
-    return answer["data"]
-
-
-def wait_until_up(base: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"dagster dev exited with {proc.returncode}:\n{log.read_text()[-5000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/server_info", timeout=5):
-                return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"dagster dev did not answer within {timeout:.0f} s:\n{log.read_text()[-5000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """The whole process group: dagster dev, its webserver, daemon, code servers and run workers."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)  # dagster dev shuts its children down on SIGTERM
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=30)
-        os.killpg(proc.pid, signal.SIGKILL)  # whatever outlived it (or ignored SIGTERM)
-    proc.wait()
-
-
 @pytest.fixture
 def dagster_dev(tmp_path, pg_url):
     """`dagster dev` on the project, a tiny sample source and a fresh database; killed at the end."""
@@ -104,10 +63,7 @@ def dagster_dev(tmp_path, pg_url):
     env = {**os.environ, "SQLITE_PATH": str(sqlite_path), "DATABASE_URL": pg_url, "DAGSTER_HOME": str(home)}
     dagster = Path(sys.executable).with_name("dagster")
     cmd = [str(dagster), "dev", "-m", "agent_migration", "-p", str(port), "-h", "127.0.0.1"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    proc = start(cmd, work, env, log)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_up(base, proc, log)

@@ -10,7 +10,7 @@ import time
 import dagster as dg
 import psycopg2
 
-from agent_migration import embedded, publishing
+from agent_migration import budget, embedded, publishing, runlog
 from agent_migration.artifacts import CleanTable, Snapshot
 from agent_migration.assets.common import OWNERS, markdown_table, table_schema
 from agent_migration.postgres import cutover, ddl, merge
@@ -30,10 +30,25 @@ fail = publishing.fail
     owners=OWNERS,
     pool=POOL,
     retry_policy=RETRY,
-    deps=["source_snapshot"],  # a source that cannot be read fails the run before anything is written
-    description="The plan's 7 app tables with every index, and the `migration` bookkeeping schema (idempotent).",
+    # After every table is cleaned: a source that cannot be read, or rejects over the budget, fail the run
+    # before anything is written.
+    ins={"source_snapshot": dg.AssetIn()} | {f"clean_{t.name}": dg.AssetIn() for t in SOURCE_TABLES},
+    description="The plan's 7 app tables with every index, and the `migration` bookkeeping schema (idempotent); "
+    "first, the reject budget: no table may have more than MIGRATION_MAX_REJECT_SHARE of its rows rejected.",
 )
-def target_schema(context: dg.AssetExecutionContext, target: PostgresTarget) -> dg.MaterializeResult:
+def target_schema(
+    context: dg.AssetExecutionContext, target: PostgresTarget, source_snapshot: Snapshot, **clean: CleanTable
+) -> dg.MaterializeResult:
+    try:
+        cleaned = {t.name: clean[f"clean_{t.name}"] for t in SOURCE_TABLES}
+        limit, shares = budget.enforce(target, source_snapshot, cleaned)
+    except budget.BudgetExceeded as exc:
+        context.log.info(runlog.budget_summary(exc.shares, exc.budget))
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except MigrationError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except psycopg2.Error as exc:
+        raise fail(exc, target) from None
     try:
         with target.connect() as conn, conn.cursor() as cur:
             merge.lock(cur, wait_s=target.lock_wait_s)
@@ -62,6 +77,8 @@ def target_schema(context: dg.AssetExecutionContext, target: PostgresTarget) -> 
             "target": where,
             "tables_created": dg.MetadataValue.json(created),
             "tables": dg.MetadataValue.json([t.name for t in TARGET_TABLES]),
+            "reject_budget": limit.share,
+            "reject_share_by_table": dg.MetadataValue.json({s.table: round(s.share, 4) for s in shares}),
         }
     )
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import dagster as dg
 import psycopg2
 
+from agent_migration import runlog
 from agent_migration.assets.common import OWNERS, markdown_table
 from agent_migration.postgres import audit, cutover
 from agent_migration.publishing import REJECTED_ROWS, fail
@@ -49,7 +50,7 @@ def _sums(cur, table: Table, stats) -> dg.AssetCheckResult:
 
 
 def _sequence(cur, table: Table, stats) -> dg.AssetCheckResult:
-    found = audit.sequence_lag(cur, table)
+    found = audit.sequence_lag(cur, table, stats.get(table.source, {}).get("max_id") if table.source else None)
     return dg.AssetCheckResult(passed=found["passed"], metadata={"table": table.name, **found})
 
 
@@ -112,7 +113,7 @@ def checks_for(table: Table) -> list[Check]:
         found.append(
             (
                 "sequence_ahead",
-                "The id sequence is ahead of max(id), so the app's next insert works.",
+                "The id sequence is ahead of max(id) and of the largest source id, rejected rows included, so the app's next insert works and a rollback can restore every reject.",
                 _sequence,
                 False,
             )
@@ -189,6 +190,18 @@ def failing_audits(cur, stats) -> list[str]:
     return failed
 
 
+def _log_summary(context: dg.AssetExecutionContext, target: PostgresTarget, rows, counts, changes) -> None:
+    """The run-end table. This asset runs after `migration_checks` (blocking checks order it so)."""
+    job = context.run.job_name if not context.run.job_name.startswith("__") else "run"
+    title = (
+        f"{job} finished (run {context.run_id[:8]}): loaded and rejected as the target holds them now; "
+        "inserted/updated/deleted by this run"
+    )
+    checks = runlog.check_counts(context.instance, context.run_id)
+    extra = runlog.not_carried(runlog.extras_of_last_snapshot(context.instance))
+    context.log.info(runlog.migrate_summary(title, rows, counts, changes.get("changes", {}), checks, target, extra))
+
+
 @dg.asset(
     group_name="verify",
     kinds={"postgres"},
@@ -207,6 +220,7 @@ def migration_report(context: dg.AssetExecutionContext, target: PostgresTarget) 
             changes = audit.last_run_changes(cur)
             bad = [r["table"] for r in rows if not r["passed"]]
             if bad:
+                _log_summary(context, target, rows, counts, changes)
                 raise dg.Failure(
                     description=f"rows lost or duplicated in {', '.join(bad)}. {FULL_RUN_HINT}",
                     metadata={"accounting": dg.MetadataValue.md(markdown_table(rows))},
@@ -214,6 +228,7 @@ def migration_report(context: dg.AssetExecutionContext, target: PostgresTarget) 
             if cutting_over:
                 failed = failing_audits(cur, stats)
                 if failed:
+                    _log_summary(context, target, rows, counts, changes)
                     raise dg.Failure(description=f"cutover refused: checks fail: {', '.join(failed)}")
                 cutover.record(cur, context.run_id, changes.get("snapshot"), counts)
                 conn.commit()
@@ -223,6 +238,7 @@ def migration_report(context: dg.AssetExecutionContext, target: PostgresTarget) 
     except psycopg2.Error as exc:
         raise fail(exc, target) from None
     change_rows = [{"table": t, **c} for t, c in changes.get("changes", {}).items()]
+    _log_summary(context, target, rows, counts, changes)  # the run's last INFO line: every check ran before
     return dg.MaterializeResult(
         metadata={
             "accounting": dg.MetadataValue.md(markdown_table(rows)),

@@ -24,8 +24,8 @@ def scalar(cur, query, params=None):
 
 
 def source_stats(cur) -> dict[str, dict]:
-    cur.execute("SELECT source_table, source_rows, sums FROM migration.source_stats")
-    return {t: {"rows": n, "sums": s} for t, n, s in cur.fetchall()}
+    cur.execute("SELECT source_table, source_rows, sums, max_id FROM migration.source_stats")
+    return {t: {"rows": n, "sums": s, "max_id": m} for t, n, s, m in cur.fetchall()}
 
 
 def rejected_count(cur, table: Table) -> int:
@@ -161,14 +161,23 @@ def sums(cur, table: Table, stats: dict) -> dict[str, dict]:
     return found
 
 
-def sequence_lag(cur, table: Table) -> dict | None:
-    """The SERIAL sequence's next value vs max(id): the app's next insert must not collide."""
+def sequence_lag(cur, table: Table, max_source_id: int | None = None) -> dict | None:
+    """The SERIAL sequence's next value vs max(id) and the largest source id, rejected rows included: the
+    app's next insert must collide neither with a row nor with a reject that a rollback restores."""
     col = table.serial
     if col is None:
         return None
     max_id = scalar(cur, sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(col.name), target(table)))
     next_value = next_id(cur, table)
-    return {"max_id": max_id, "next_value": next_value, "passed": max_id is None or next_value > max_id}
+    if max_source_id is not None:  # a rejected id beyond SERIAL's range can collide with nothing
+        max_source_id = min(max_source_id, 2**31 - 1)
+    highest = max((i for i in (max_id, max_source_id) if i is not None), default=None)
+    return {
+        "max_id": max_id,
+        "max_source_id": max_source_id,
+        "next_value": next_value,
+        "passed": highest is None or next_value > highest,
+    }
 
 
 def listing_mismatches(cur) -> dict:

@@ -90,6 +90,20 @@ CREATE TABLE IF NOT EXISTS migration.source_stats (
   run_id TEXT,
   taken_at TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
 );
+DO $$ BEGIN  -- only when missing: ALTER TABLE would lock the table even with IF NOT EXISTS
+  IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'migration'
+                 AND table_name = 'source_stats' AND column_name = 'max_id') THEN
+    ALTER TABLE migration.source_stats ADD COLUMN max_id BIGINT;
+  END IF;
+END $$;
+CREATE TABLE IF NOT EXISTS migration.source_schema (
+  position INTEGER PRIMARY KEY,
+  type TEXT NOT NULL,
+  name TEXT NOT NULL,
+  tbl_name TEXT NOT NULL,
+  sql TEXT NOT NULL,
+  run_id TEXT
+);
 CREATE TABLE IF NOT EXISTS migration.runs (
   run_id TEXT PRIMARY KEY,
   locked_at TIMESTAMP NOT NULL,

@@ -205,16 +205,22 @@ def next_id(cur, table: Table) -> int | None:
     return cur.fetchone()[0]
 
 
-def advance_sequence(cur, table: Table) -> None:
-    """Move the SERIAL sequence past the largest id (never backwards) so the app's next insert works."""
+def advance_sequence(cur, table: Table, past: int | None = None) -> None:
+    """Move the SERIAL sequence past the largest id and `past` (the largest source id, rejected rows
+    included), never backwards, so the app's next insert works. The highest id is set as handed out
+    (is_called), so an id of INTEGER's maximum does not overflow the sequence; a rejected source id beyond
+    the sequence's range (it cannot be loaded, nor collide) leaves it at its maximum."""
     nxt = next_id(cur, table)
     if nxt is None:
         return
     cur.execute(
         sql.SQL(
-            "SELECT setval(pg_get_serial_sequence(%s, %s), GREATEST((SELECT COALESCE(max({c}), 0) + 1 FROM {t}), %s), false)"
+            "SELECT CASE WHEN h >= 1 THEN setval(s, LEAST(h, m), true) ELSE setval(s, 1, false) END FROM"
+            " (SELECT s, GREATEST((SELECT COALESCE(max({c}), 0) FROM {t}), %s, %s) AS h,"
+            "  (SELECT seqmax FROM pg_sequence WHERE seqrelid = s::regclass) AS m"
+            "  FROM pg_get_serial_sequence(%s, %s) AS s) x"
         ).format(c=sql.Identifier(table.serial.name), t=target(table)),
-        (f"{SCHEMA}.{table.name}", table.serial.name, nxt),
+        (nxt - 1, past or 0, f"{SCHEMA}.{table.name}", table.serial.name),
     )
 
 

@@ -1,0 +1,105 @@
+"""Rollback: PostgreSQL's current state, rejected rows restored, as a new SQLite file the old app runs on.
+
+Run by the `rollback_export` job (after the cutover, when the app writes to PostgreSQL). It reads the
+target in one read-only snapshot and never writes to it; the file it writes verifies itself (checks).
+"""
+
+import dagster as dg
+import psycopg2
+
+from agent_migration import rollback
+from agent_migration.artifacts import RollbackExport
+from agent_migration.assets.common import OWNERS, markdown_table
+from agent_migration.publishing import REJECTED_ROWS, fail
+from agent_migration.resources import ExportFile, MigrationError, PostgresTarget, SqliteSource
+from agent_migration.tables import TARGET_TABLES
+
+GROUP = "rollback"
+CHECKS = [
+    dg.AssetCheckSpec(
+        "rows_reconcile",
+        asset="rollback_file",
+        blocking=True,
+        description="Per table, the file's rows = PostgreSQL's rows + the restored rejects, and every reject "
+        "is either restored or in rollback_conflicts.",
+    ),
+    dg.AssetCheckSpec(
+        "sums_reconcile",
+        asset="rollback_file",
+        blocking=True,
+        description="The file's coins and amount cents = PostgreSQL's + the restored rejects'.",
+    ),
+    dg.AssetCheckSpec(
+        "no_conflicts",
+        asset="rollback_file",
+        description="No reject had to give way to a row PostgreSQL now holds under the same key (warns).",
+    ),
+]
+
+
+def check_results(done: RollbackExport) -> list[dg.AssetCheckResult]:
+    rows = {t.name: t.rows_reconcile for t in done.tables}
+    sums = {t.name: {"file": t.sums_file, "expected": t.sums_expected} for t in done.tables if t.sums_expected}
+    conflicts = sum(t.conflicts for t in done.tables)
+    return [
+        dg.AssetCheckResult(
+            check_name="rows_reconcile", passed=all(rows.values()), metadata={"tables": dg.MetadataValue.json(rows)}
+        ),
+        dg.AssetCheckResult(
+            check_name="sums_reconcile",
+            passed=all(t.sums_reconcile for t in done.tables),
+            metadata={"totals": dg.MetadataValue.json(sums)},
+        ),
+        dg.AssetCheckResult(
+            check_name="no_conflicts",
+            passed=conflicts == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"rollback_conflicts": conflicts},
+        ),
+    ]
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"sqlite"},
+    owners=OWNERS,
+    deps=[t.name for t in TARGET_TABLES] + [REJECTED_ROWS],
+    check_specs=CHECKS,
+    description="A new SQLite file in the app's own schema holding PostgreSQL's current state and every "
+    "rejected row restored byte for byte (env EXPORT_SQLITE_PATH; never overwrites a file).",
+)
+def rollback_file(
+    context: dg.AssetExecutionContext, target: PostgresTarget, export: ExportFile, source: SqliteSource
+) -> dg.MaterializeResult:
+    try:
+        path = export.destination()
+        context.log.info(f"rollback file: writing {path} from PostgreSQL at {target.describe()}")
+        done = rollback.export(target, path, source.chunk_rows, context.log.info)
+    except MigrationError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except psycopg2.Error as exc:
+        raise fail(exc, target) from None
+    table = [
+        {
+            "table": t.name,
+            "postgresql": t.pg_rows,
+            "rejects": t.rejects,
+            "restored": t.restored,
+            "conflicts": t.conflicts,
+            "file": t.file_rows,
+        }
+        for t in done.tables
+    ]
+    context.log.info(f"rollback file written in {done.seconds:.1f} s: {done.path}")
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(done.path),
+            "tables": dg.MetadataValue.md(markdown_table(table, limit=20)),
+            "dagster/row_count": sum(t.file_rows for t in done.tables),
+            "rejects_restored": sum(t.restored for t in done.tables),
+            "rollback_conflicts": sum(t.conflicts for t in done.tables),
+            "seconds": done.seconds,
+            "source": target.describe(),
+        },
+        check_results=check_results(done),
+    )

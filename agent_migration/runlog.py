@@ -1,0 +1,171 @@
+"""What a run prints: the console logger (INFO by default, DEBUG on request) and the run-end summaries.
+
+Dagster's own console logger prints every event at DEBUG, which buries how the migration went. The
+jobs use `console` below instead: INFO and above unless env MIGRATION_LOG_LEVEL or the run config
+(`loggers: {console: {config: {log_level: DEBUG}}}`) asks for more. Every `migrate`, `cutover` and
+`preflight` run ends with a short table (per table: source rows, loaded, rejected, changes, checks) and
+one line on how to connect and how to look at the rejects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import dagster as dg
+
+from agent_migration import embedded
+from agent_migration.resources import MigrationError, PostgresTarget
+from agent_migration.tables import TARGET_TABLES
+
+LEVEL_ENV = "MIGRATION_LOG_LEVEL"
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The jobs' default run config: the console logger below, at the level it reads at run time.
+LOG_CONFIG = {"loggers": {"console": {"config": {}}}}
+REJECTS_QUERY = "SELECT source_table, source_key, reason, payload FROM migration.rejected_rows ORDER BY 1, 2;"
+NONE = "-"
+
+
+@dg.logger(
+    config_schema={
+        "log_level": dg.Field(
+            str,
+            is_required=False,
+            description=f"DEBUG, INFO (default: env {LEVEL_ENV}, else INFO), WARNING...",
+        ),
+        "name": dg.Field(str, is_required=False, default_value="dagster"),
+    },
+    description=f"The console log: INFO and above unless env {LEVEL_ENV} or this config asks for DEBUG.",
+)
+def console(init_context: dg.InitLoggerContext) -> logging.Logger:
+    raw = init_context.logger_config.get("log_level") or os.environ.get(LEVEL_ENV) or "INFO"
+    level = raw.strip().upper()
+    if level not in LEVELS:
+        raise MigrationError(
+            f"{LEVEL_ENV} (or the console logger's log_level) must be one of {', '.join(LEVELS)}, not {raw!r}."
+        )
+    context = dg.InitLoggerContext(
+        {"log_level": level, "name": init_context.logger_config.get("name", "dagster")},
+        dg.colored_console_logger,
+        run_id=init_context.run_id,
+    )
+    return dg.colored_console_logger.logger_fn(context)
+
+
+def text_table(heads: list[str], rows: list[list]) -> str:
+    """A plain fixed-width table (numbers right-aligned, with thousands separators)."""
+    cells = [
+        [f"{v:,}" if isinstance(v, int) else (NONE if v is None else str(v)) for v in row] for row in rows
+    ]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(heads)]
+
+    def line(values: list[str], numeric: list[bool]) -> str:
+        return "  ".join(
+            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)
+        )
+
+    numeric = [i > 0 for i in range(len(heads))]
+    return "\n".join(
+        [line(heads, numeric), line(["-" * w for w in widths], numeric)] + [line(r, numeric) for r in cells]
+    )
+
+
+def check_counts(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[int]]:
+    """Per asset: this run's checks [passed, warned, failed] (read back from the run's own events)."""
+    found: dict[str, list[int]] = {}
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        counts = found.setdefault(evaluation.asset_key.to_user_string(), [0, 0, 0])
+        warned = evaluation.severity == dg.AssetCheckSeverity.WARN
+        counts[0 if evaluation.passed else (1 if warned else 2)] += 1
+    return found
+
+
+def checks_cell(counts: list[int] | None) -> str:
+    return NONE if counts is None else "/".join(str(n) for n in counts)
+
+
+def connect_line(target: PostgresTarget) -> str:
+    """How to connect (never with a password) and how to look at the rejects."""
+    try:
+        if target.is_embedded:  # its URL holds no secret: the server trusts local socket connections
+            where = f"psql '{embedded.ensure_database(target.embedded_dir)}'"
+        else:
+            url = target.url()
+            plain = url._replace(drivername="postgresql", password=None).render_as_string(hide_password=False)
+            where = f"psql '{plain}'" + (" (password not shown)" if url.password else "")
+    except MigrationError:
+        where = "psql (see DATABASE_URL)"
+    return f"connect with: {where}; the rejects: {REJECTS_QUERY}"
+
+
+def not_carried(extra: dict[str, list[str]]) -> list[str]:
+    """What the source holds that the plan has no place for (`resources.check_source_shape`'s extras):
+    tables, and columns of migrated tables. Such data stays behind in SQLite."""
+    found = [f"table {t}" for t in extra.get("(tables)", [])]
+    return found + [f"column {t}.{c}" for t, cols in extra.items() if t != "(tables)" for c in cols]
+
+
+def extras_of_last_snapshot(instance: dg.DagsterInstance) -> dict[str, list[str]]:
+    """What the latest `source_snapshot` found beyond the plan (its `ignored_extra_columns` metadata)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey("source_snapshot"))
+    found = event.asset_materialization.metadata.get("ignored_extra_columns") if event else None
+    return dict(found.value) if found is not None else {}
+
+
+def migrate_summary(
+    title: str,
+    accounting: list[dict],
+    counts: dict[str, int],
+    changes: dict,
+    checks: dict,
+    target: PostgresTarget,
+    extra: list[str] = (),
+) -> str:
+    """The run-end table of `migrate` and `cutover`: every target table, then how to connect."""
+    by_table = {row["table"]: row for row in accounting}
+    heads = [
+        "table",
+        "source rows",
+        "loaded",
+        "rejected",
+        "inserted",
+        "updated",
+        "deleted",
+        "checks ok/warn/fail",
+    ]
+    rows = []
+    for table in TARGET_TABLES:
+        acc, change = by_table.get(table.name, {}), changes.get(table.name, {})
+        rows.append(
+            [
+                table.name,
+                acc.get("source_rows"),
+                counts.get(table.name),
+                acc.get("rejected_rows"),
+                *(change.get(k) for k in ("inserted", "updated", "deleted")),
+                checks_cell(checks.get(table.name)),
+            ]
+        )
+    left = f"\nnot carried by the plan (left behind in SQLite): {', '.join(extra)}" if extra else ""
+    return f"{title}\n{text_table(heads, rows)}{left}\n{connect_line(target)}"
+
+
+def budget_summary(shares: list, budget) -> str:
+    """The table of a run the reject budget refused (`budget.Share`s): nothing was written."""
+    heads = ["table", "source rows", "would load", "would reject", "share", "budget"]
+    rows = [
+        [
+            s.table,
+            s.rows,
+            s.rows - s.rejected,
+            s.rejected,
+            f"{s.share:.1%}",
+            "OVER" if s.over(budget) else "within",
+        ]
+        for s in shares
+    ]
+    return (
+        f"reject budget {budget.share:.0%} ({budget.setting}); nothing was written\n{text_table(heads, rows)}"
+    )
