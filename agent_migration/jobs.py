@@ -45,6 +45,7 @@ preflight_job = dg.define_asset_job(
 rollback_export = dg.define_asset_job(
     "rollback_export",
     selection=dg.AssetSelection.groups(rollback.GROUP),
+    config=runlog.LOG_CONFIG,
     description="Write PostgreSQL's current state, every rejected row restored, into a new SQLite file in the "
     "app's own schema (env EXPORT_SQLITE_PATH): the rollback after a cutover. Reads PostgreSQL only.",
 )

@@ -7,7 +7,7 @@ target in one read-only snapshot and never writes to it; the file it writes veri
 import dagster as dg
 import psycopg2
 
-from agent_migration import rollback
+from agent_migration import rollback, runlog
 from agent_migration.artifacts import RollbackExport
 from agent_migration.assets.common import OWNERS, markdown_table
 from agent_migration.publishing import REJECTED_ROWS, fail
@@ -39,11 +39,15 @@ CHECKS = [
 
 def check_results(done: RollbackExport) -> list[dg.AssetCheckResult]:
     rows = {t.name: t.rows_reconcile for t in done.tables}
-    sums = {t.name: {"file": t.sums_file, "expected": t.sums_expected} for t in done.tables if t.sums_expected}
+    sums = {
+        t.name: {"file": t.sums_file, "expected": t.sums_expected} for t in done.tables if t.sums_expected
+    }
     conflicts = sum(t.conflicts for t in done.tables)
     return [
         dg.AssetCheckResult(
-            check_name="rows_reconcile", passed=all(rows.values()), metadata={"tables": dg.MetadataValue.json(rows)}
+            check_name="rows_reconcile",
+            passed=all(rows.values()),
+            metadata={"tables": dg.MetadataValue.json(rows)},
         ),
         dg.AssetCheckResult(
             check_name="sums_reconcile",
@@ -90,7 +94,11 @@ def rollback_file(
         }
         for t in done.tables
     ]
-    context.log.info(f"rollback file written in {done.seconds:.1f} s: {done.path}")
+    heads = list(table[0])
+    summary = runlog.text_table(
+        heads, [[f"{v:,}" if isinstance(v, int) else v for v in row.values()] for row in table]
+    )
+    context.log.info(f"rollback file written in {done.seconds:.1f} s: {done.path}\n{summary}")
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(done.path),
