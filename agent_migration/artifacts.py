@@ -70,6 +70,11 @@ class CleanTable:
     snapshot: str = ""
     baseline: str | None = None
 
+    @property
+    def redone_rowids(self) -> list[int]:
+        """A change-only re-sync's source rowids whose rejects this run replaces (read and gone rows)."""
+        return sorted(set(self.rowids or ()) | set(self.delta.gone_rowids if self.delta else ()))
+
 
 @dataclass(frozen=True)
 class ExportTable:

@@ -125,11 +125,6 @@ def kept_reasons(cur, source_table: str, redone: list[int]) -> tuple[Counter, Co
     return Counter({k: n for k, n, _ in rows}), Counter({k: b for k, _, b in rows if k.endswith(OVERFLOW)})
 
 
-def redone_rowids(done: CleanTable) -> list[int]:
-    """The source rowids whose rejects a change-only re-sync replaces (as `publishing.change_scopes`)."""
-    return sorted(set(done.rowids or ()) | set(done.delta.gone_rowids))
-
-
 def shares(cur, snap: Snapshot, clean: dict[str, CleanTable], why: bool = False) -> list[Share]:
     """Every source table's share after this run (`cur`: the target, read only; needed for a re-sync).
     `why`: also count the reasons (reads the run's rejects files and the target's kept rejects)."""
@@ -137,12 +132,12 @@ def shares(cur, snap: Snapshot, clean: dict[str, CleanTable], why: bool = False)
     for table in SOURCE_TABLES:
         done, rows = clean[table.name], snap.stats[table.source]["rows"]
         resync = done.delta is not None
-        kept = kept_rejects(cur, table.source, redone_rowids(done)) if resync else 0
+        kept = kept_rejects(cur, table.source, done.redone_rowids) if resync else 0
         reasons, below = Counter(), Counter()
         if why:
             reasons, below = file_reasons(done.rejects_path)
             if resync:
-                more, less = kept_reasons(cur, table.source, redone_rowids(done))
+                more, less = kept_reasons(cur, table.source, done.redone_rowids)
                 reasons.update(more)
                 below.update(less)
         found.append(Share(table.source, rows, kept + done.rejected, dict(reasons), dict(below)))

@@ -90,8 +90,7 @@ def change_scopes(snap: Snapshot, users: pd.DataFrame, clean: dict[str, CleanTab
         keys = list(done.delta.keys)
         if isinstance(table.key_col.rule, Username):  # the target is keyed by users.id
             keys = [int(ids[k]) for k in keys if k in ids.index]
-        rowids = set(done.rowids or ()) | set(done.delta.gone_rowids)
-        scopes[table.name] = {"keys": [int(k) for k in keys], "rowids": sorted(int(r) for r in rowids)}
+        scopes[table.name] = {"keys": [int(k) for k in keys], "rowids": [int(r) for r in done.redone_rowids]}
     return scopes
 
 
