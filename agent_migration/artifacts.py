@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from agent_migration.cleaning import KeyFacts
+from agent_migration.rules.cleaning import KeyFacts
 
 
 @dataclass(frozen=True)

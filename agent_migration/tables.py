@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent_migration import rules as r
+from agent_migration.rules import exact as r
 
 NOW = "CURRENT_TIMESTAMP"
 

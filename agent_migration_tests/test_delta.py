@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent_migration import delta
 from agent_migration.resources import PostgresTarget, SqliteSource
-from agent_migration.rules import Integer, Username
+from agent_migration.rules.exact import Integer, Username
 from agent_migration.sample import write_sample
+from agent_migration.source import delta
 from agent_migration.tables import SOURCE_TABLES, Table
 from agent_migration_tests.conftest import create_database, query
 from agent_migration_tests.test_reliability import _bind, _write, failures, run

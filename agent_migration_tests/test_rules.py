@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_migration import cleaning, values
-from agent_migration import rules as r
+from agent_migration.rules import cleaning, values
+from agent_migration.rules import exact as r
 from agent_migration.tables import SOURCE_TABLES, TARGET_TABLES
 
 # Any value SQLite can hand us: NULL, integers of any size, floats incl. NaN/inf, text incl. NUL and

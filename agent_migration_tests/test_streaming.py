@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent_migration import sqlite_read
-from agent_migration.cleaning import (
+from agent_migration.resources import SqliteSource
+from agent_migration.rules.cleaning import (
     PAYLOAD,
     REJECT,
     SOURCE_KEY,
@@ -32,10 +32,10 @@ from agent_migration.cleaning import (
     remap_users,
     usernames,
 )
-from agent_migration.fastpath import UserMap, fast_column
-from agent_migration.resources import SqliteSource
-from agent_migration.rules import Json, Username
-from agent_migration.streaming import Context, clean_stream, target_schema
+from agent_migration.rules.exact import Json, Username
+from agent_migration.rules.fastpath import UserMap, fast_column
+from agent_migration.rules.streaming import Context, clean_stream, target_schema
+from agent_migration.source import sqlite_read
 from agent_migration.tables import SOURCE_TABLES, Table
 from agent_migration_tests.test_rules import sqlite_values
 

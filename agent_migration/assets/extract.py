@@ -8,12 +8,12 @@ chunks (rowid ranges, or the rows to redo) and finds, set-based in SQLite, which
 import dagster as dg
 from pydantic import Field
 
-from agent_migration import snapshots, sqlite_read
 from agent_migration.artifacts import Snapshot, SourceTable
 from agent_migration.assets.common import OWNERS
-from agent_migration.cleaning import KeyFacts
-from agent_migration.delta import USER_CHANGES
 from agent_migration.resources import MigrationError, PostgresTarget, SqliteSource
+from agent_migration.rules.cleaning import KeyFacts
+from agent_migration.source import snapshots, sqlite_read
+from agent_migration.source.delta import USER_CHANGES
 from agent_migration.tables import SOURCE_TABLES, Table
 
 

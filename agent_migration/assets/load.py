@@ -10,13 +10,13 @@ import time
 import dagster as dg
 import psycopg2
 
-from agent_migration import budget, embedded, publishing, runlog
+from agent_migration import embedded, runlog
 from agent_migration.artifacts import CleanTable, Snapshot
 from agent_migration.assets.common import OWNERS, markdown_table, table_schema
-from agent_migration.postgres import cutover, ddl, merge
 from agent_migration.resources import MigrationError, PostgresTarget
-from agent_migration.rules import Username
+from agent_migration.rules.exact import Username
 from agent_migration.tables import SOURCE_TABLES, TARGET_TABLES, Table
+from agent_migration.target import budget, cutover, ddl, merge, publishing
 
 POOL = "postgres"
 REJECTED_ROWS = publishing.REJECTED_ROWS

@@ -4,7 +4,7 @@ Run by the `preflight` job. `preflight_source` copies the source (apart from mig
 its users; `preflight_target` looks at the target in a read-only session; each `preflight_<table>` runs
 migrate's cleaning over every chunk while profiling each column; `preflight_summary` logs the verdict and
 fails the run, saying why, when migrate would fail (reject budget, target unreachable or of another
-shape, cutover recorded). See `agent_migration/preflight.py`.
+shape, cutover recorded). See `agent_migration/preflight/`.
 """
 
 import dagster as dg
@@ -12,9 +12,9 @@ import dagster as dg
 from agent_migration import preflight, runlog
 from agent_migration.artifacts import PreflightSource, TableAssessment, TargetAssessment
 from agent_migration.assets.common import OWNERS, markdown_table
-from agent_migration.budget import budget_of, describe, top_reasons
 from agent_migration.resources import MigrationError, PostgresTarget, SqliteSource
 from agent_migration.tables import SOURCE_TABLES, Table
+from agent_migration.target.budget import budget_of, describe, top_reasons
 
 GROUP = "preflight"
 

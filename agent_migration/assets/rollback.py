@@ -10,9 +10,9 @@ import psycopg2
 from agent_migration import rollback, runlog
 from agent_migration.artifacts import RollbackExport
 from agent_migration.assets.common import OWNERS, markdown_table
-from agent_migration.publishing import REJECTED_ROWS, fail
 from agent_migration.resources import ExportFile, MigrationError, PostgresTarget, SqliteSource
 from agent_migration.tables import TARGET_TABLES
+from agent_migration.target.publishing import REJECTED_ROWS, fail
 
 GROUP = "rollback"
 CHECKS = [

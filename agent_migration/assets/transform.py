@@ -8,11 +8,11 @@ run's folder: nothing is dropped here; the load step copies both.
 
 import dagster as dg
 
-from agent_migration import users as user_lib
 from agent_migration.artifacts import CleanTable, Snapshot, SourceTable
 from agent_migration.assets.common import OWNERS, frame_schema, markdown_table
 from agent_migration.resources import PostgresTarget, SqliteSource
-from agent_migration.streaming import Context, clean_source
+from agent_migration.rules import users as user_lib
+from agent_migration.rules.streaming import Context, clean_source
 from agent_migration.tables import SOURCE_TABLES, Table
 
 

@@ -12,10 +12,10 @@ import psycopg2
 
 from agent_migration import runlog
 from agent_migration.assets.common import OWNERS, markdown_table
-from agent_migration.postgres import audit, cutover
-from agent_migration.publishing import REJECTED_ROWS, fail
 from agent_migration.resources import MigrationError, PostgresTarget
 from agent_migration.tables import MARKETPLACE_LISTINGS, SOURCE_TABLES, TARGET_TABLES, Table
+from agent_migration.target import audit, cutover
+from agent_migration.target.publishing import REJECTED_ROWS, fail
 
 WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
 

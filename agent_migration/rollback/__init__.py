@@ -16,8 +16,8 @@ from agent_migration.artifacts import ExportTable, RollbackExport
 from agent_migration.resources import MigrationError, PostgresTarget, sqlite_ident
 from agent_migration.rollback import pg_read
 from agent_migration.rollback import sqlite_write as w
+from agent_migration.rules.values import sum_units
 from agent_migration.tables import BY_SOURCE, SOURCE_TABLES, TARGET_TABLES, Table
-from agent_migration.values import sum_units
 
 PG_ONLY = tuple(t for t in TARGET_TABLES if not t.source)  # users, battles, marketplace_listings
 SUMS = {"user_balance": ("coins",), "payments": ("coins", "amount")}  # reconciled in the file

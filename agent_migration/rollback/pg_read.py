@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 
 from psycopg2 import sql
 
-from agent_migration.postgres.merge import next_id, target
-from agent_migration.rules import Username
+from agent_migration.rules.exact import Username
 from agent_migration.tables import Col, Table
+from agent_migration.target.merge import next_id, target
 
 _SECONDS = "YYYY-MM-DD HH24:MI:SS"
 

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from agent_migration.resources import MigrationError, sqlite_ident
+from agent_migration.rules.values import from_json_safe, sum_units
 from agent_migration.tables import Table
-from agent_migration.values import from_json_safe, sum_units
 
 CONFLICTS = "rollback_conflicts"
 _STAGE = "temp.restore_stage"

@@ -17,9 +17,9 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from agent_migration.rules import Rule, Username
+from agent_migration.rules.exact import Rule, Username
+from agent_migration.rules.values import json_safe, key_text
 from agent_migration.tables import Table
-from agent_migration.values import json_safe, key_text
 
 REJECT, PAYLOAD, SOURCE_KEY = "_reject", "_payload", "_source_key"
 AMBIGUOUS = "_ambiguous"  # the row's source key needs its rowid to name it (see `key_masks`)

@@ -3,9 +3,9 @@ another shape, and the privileges migrate needs. Every query here reads the cata
 
 from __future__ import annotations
 
-from agent_migration import delta
-from agent_migration.postgres import cutover, ddl
+from agent_migration.source import delta
 from agent_migration.tables import TARGET_TABLES
+from agent_migration.target import cutover, ddl
 
 _ROLE = """
 SELECT current_user AS user, current_database() AS database, current_setting('server_version') AS version,

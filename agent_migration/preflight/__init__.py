@@ -3,7 +3,7 @@
 One snapshot of the source (kept apart from migrate's backups, in `.migration/preflight/`, so it never
 pushes out a re-sync's baseline); every row rule applied with migrate's own code path and chunking
 (`streaming.clean_source`, full run) while `profiling` looks at each column; a read-only look at the
-target (`postgres/readiness.py`, in a read-only session); and the verdict: what would make migrate fail
+target (`target/readiness.py`, in a read-only session); and the verdict: what would make migrate fail
 (the reject budget, the target), said in the run's last lines.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import psycopg2
 
-from agent_migration import runlog, sqlite_read
+from agent_migration import runlog
 from agent_migration.artifacts import (
     PreflightSource,
     Snapshot,
@@ -25,10 +25,7 @@ from agent_migration.artifacts import (
     TableAssessment,
     TargetAssessment,
 )
-from agent_migration.budget import TOP_REASONS, Budget, Share, describe, over_budget, refusal
-from agent_migration.cleaning import derive_users, usernames
-from agent_migration.postgres import readiness
-from agent_migration.profiling import TableProfile
+from agent_migration.preflight.profiling import TableProfile
 from agent_migration.resources import (
     MigrationError,
     PostgresTarget,
@@ -37,9 +34,13 @@ from agent_migration.resources import (
     describe_source,
     redact,
 )
-from agent_migration.streaming import Context, clean_source
+from agent_migration.rules.cleaning import derive_users, usernames
+from agent_migration.rules.streaming import Context, clean_source
+from agent_migration.rules.users import read_existing_users, referenced
+from agent_migration.source import sqlite_read
 from agent_migration.tables import SOURCE_TABLES, Table
-from agent_migration.users import read_existing_users, referenced
+from agent_migration.target import readiness
+from agent_migration.target.budget import TOP_REASONS, Budget, Share, describe, over_budget, refusal
 
 KEEP = 2  # preflight snapshots kept (the latest run's, for re-running one of its assets)
 

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import psycopg2
 
-from agent_migration import delta
 from agent_migration.artifacts import Snapshot
-from agent_migration.postgres import cutover, ddl
 from agent_migration.resources import (
     MigrationError,
     PostgresTarget,
@@ -20,8 +18,10 @@ from agent_migration.resources import (
     check_source_shape,
     describe_source,
 )
-from agent_migration.sqlite_read import schema_objects, source_stats
+from agent_migration.source import delta
+from agent_migration.source.sqlite_read import schema_objects, source_stats
 from agent_migration.tables import SOURCE_TABLES
+from agent_migration.target import cutover, ddl
 
 KEEP_RUN_DIRS = 5
 

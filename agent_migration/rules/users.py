@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 from psycopg2 import sql
 
-from agent_migration import delta
 from agent_migration.artifacts import CleanTable, Snapshot
-from agent_migration.cleaning import derive_users, usernames
-from agent_migration.postgres import merge
 from agent_migration.resources import PostgresTarget, SqliteSource
-from agent_migration.rules import Username
-from agent_migration.sqlite_read import distinct_values
+from agent_migration.rules.cleaning import derive_users, usernames
+from agent_migration.rules.exact import Username
+from agent_migration.source import delta
+from agent_migration.source.sqlite_read import distinct_values
 from agent_migration.tables import SOURCE_TABLES, USERS, Table
+from agent_migration.target import merge
 
 
 def read_existing_users(target: PostgresTarget) -> tuple[pd.DataFrame, int]:

@@ -17,7 +17,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 
-from agent_migration.values import (
+from agent_migration.rules.values import (
     DECIMAL,
     FACTORIZE_MIN_ROWS,
     is_arrow_text,

@@ -20,8 +20,8 @@ import pyarrow.compute as pc
 
 from agent_migration.artifacts import CleanTable, Snapshot
 from agent_migration.resources import MigrationError, PostgresTarget
-from agent_migration.rules import INT32_MAX, INT32_MIN
-from agent_migration.streaming import reason_kinds
+from agent_migration.rules.exact import INT32_MAX, INT32_MIN
+from agent_migration.rules.streaming import reason_kinds
 from agent_migration.tables import BY_SOURCE, SOURCE_TABLES
 
 ENV = "MIGRATION_MAX_REJECT_SHARE"

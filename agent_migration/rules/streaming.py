@@ -19,9 +19,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agent_migration import sqlite_read
 from agent_migration.artifacts import CleanTable, SourceTable
-from agent_migration.cleaning import (
+from agent_migration.resources import SqliteSource
+from agent_migration.rules.cleaning import (
     PAYLOAD,
     REJECT,
     SOURCE_KEY,
@@ -32,9 +32,9 @@ from agent_migration.cleaning import (
     reject_missing_parents,
     remap_users,
 )
-from agent_migration.fastpath import UserMap, fast_column
-from agent_migration.payloads import concat, typed_payloads
-from agent_migration.resources import SqliteSource
+from agent_migration.rules.fastpath import UserMap, fast_column
+from agent_migration.rules.payloads import concat, typed_payloads
+from agent_migration.source import sqlite_read
 from agent_migration.tables import Col, Table
 
 REJECT_SCHEMA = pa.schema(

@@ -1,7 +1,7 @@
 """Publishing: every cleaned table into PostgreSQL in one transaction, and the run recorded.
 
 The cleaned rows come from the run's Arrow files, one batch at a time (binary COPY); a first load goes
-straight into the empty tables, a re-sync stages and merges (see `postgres/merge.py`).
+straight into the empty tables, a re-sync stages and merges (see `merge.py`).
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import psycopg2.errors
 import pyarrow as pa
 from psycopg2 import sql
 
-from agent_migration import delta
 from agent_migration.artifacts import CleanTable, Snapshot
-from agent_migration.postgres import cutover, merge
-from agent_migration.postgres.copy import Rows
 from agent_migration.resources import MigrationError, PostgresTarget, redact
-from agent_migration.rules import Username
-from agent_migration.streaming import REJECT_SCHEMA, target_schema
+from agent_migration.rules.exact import Username
+from agent_migration.rules.streaming import REJECT_SCHEMA, target_schema
+from agent_migration.source import delta
 from agent_migration.tables import SOURCE_TABLES, TARGET_TABLES, USERS
+from agent_migration.target import cutover, merge
+from agent_migration.target.copy import Rows
 
 REJECTED_ROWS = "rejected_rows"  # the asset of migration.rejected_rows
 TRANSIENT = (psycopg2.OperationalError, psycopg2.InterfaceError)

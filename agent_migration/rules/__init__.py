@@ -1,0 +1,1 @@
+"""The row rules: exact (value by value) and fast (typed Arrow), payloads, users, a table streamed through them."""
