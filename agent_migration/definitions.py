@@ -1,39 +1,39 @@
-"""The Dagster code location: every asset, check, job, schedule and resource of the migration."""
+"""The Dagster code location: every asset, check, job, schedule and resource of the migration.
+
+Nothing here reads the environment: every setting is read at run time by the resources (`resources.py`),
+so a run config that sets one field keeps the others from the environment."""
 
 from __future__ import annotations
-
-import os
 
 import dagster as dg
 
 from agent_migration import jobs, runlog
-from agent_migration.assets import extract, load, preflight, rollback, transform, verify
-from agent_migration.resources import ExportFile, PostgresTarget, SqliteSource
+from agent_migration.assets import extract, load, transform, verify
+from agent_migration.ops import preflight, rollback
+from agent_migration.resources import ExportFile, PostgresTarget, RunStorage, SqliteSource
 
-ASSET_MODULES = [extract, transform, load, verify, rollback, preflight]
+ASSET_MODULES = [extract, transform, load, verify]
 ASSETS = dg.load_assets_from_modules(ASSET_MODULES)
+# The side jobs' results, recorded by their ops: shown in the graph and on asset pages, never materialized
+# by "Materialize all".
+EXTERNAL = [*preflight.SPECS, rollback.SPEC]
 
-
-def resources() -> dict:
-    """Resources from the environment: SQLITE_PATH (default ./db.sqlite), DATABASE_URL (default: embedded)."""
-    return {
-        "source": SqliteSource(path=os.environ.get("SQLITE_PATH", "db.sqlite")),
-        # The URL is read from DATABASE_URL at run time, so no password is stored in the definitions.
-        "target": PostgresTarget(),
-        "export": ExportFile(),  # the rollback file: EXPORT_SQLITE_PATH, read at run time
-        # Assets pass small typed values (the rows stay in the snapshot and in the run's Arrow files), so
-        # Dagster's own pickling IO manager serves: a later run can re-execute any subset.
-        "io_manager": dg.FilesystemIOManager(base_dir=os.environ.get("MIGRATION_STORAGE", ".migration/storage")),
-    }
-
+RESOURCES = {
+    "source": SqliteSource(),  # SQLITE_PATH, MIGRATION_CHUNK_ROWS, MIGRATION_BACKUP_DIR, ... at run time
+    "target": PostgresTarget(),  # DATABASE_URL (else the embedded server), at run time: no password stored
+    "export": ExportFile(),  # the rollback file: EXPORT_SQLITE_PATH, at run time
+    # Assets pass small typed values (the rows stay in the snapshot and in the run's Arrow files), so
+    # Dagster's own pickling IO manager serves: a later run can re-execute any subset.
+    "io_manager": RunStorage(),  # MIGRATION_STORAGE, at run time
+}
 
 defs = dg.Definitions(
-    assets=ASSETS,
+    assets=[*ASSETS, *EXTERNAL],
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
-    jobs=[jobs.migrate, jobs.cutover, jobs.rollback_export, jobs.preflight_job],
+    jobs=[jobs.migrate, jobs.cutover, rollback.rollback_export, preflight.preflight_job],
     schedules=[jobs.resync],
     loggers={"console": runlog.console},  # INFO by default: env MIGRATION_LOG_LEVEL=DEBUG for more
-    resources=resources(),
+    resources=RESOURCES,
     # One process for the whole run: on 2 cores a process per step costs more than it parallelizes.
     executor=dg.in_process_executor,
 )

@@ -1,20 +1,20 @@
-"""Jobs and the schedule: `migrate` (every migration asset and check), `cutover` (the last one),
-`rollback_export` (PostgreSQL back into a new SQLite file), `resync`."""
+"""Jobs and the schedule: `migrate` (every asset and check: what "Materialize all" launches), `cutover`
+(the last one), `resync`; and the op jobs beside them, `preflight` and `rollback_export` (in `ops/`)."""
 
 import os
 
 import dagster as dg
 
 from agent_migration import runlog
-from agent_migration.assets import preflight, rollback
 from agent_migration.assets.verify import CUTOVER_TAG
 from agent_migration.resources import PostgresTarget
 from agent_migration.target import cutover as cutover_record
 
 # Dagster's run queue can cap runs carrying this tag (see dagster.yaml); the advisory lock is the last guard.
 WRITER_TAG = {"agent_migration/writer": "postgres"}
-# The migration's assets: everything but the groups other jobs run on their own.
-MIGRATION = dg.AssetSelection.all() - dg.AssetSelection.groups(rollback.GROUP, preflight.GROUP)
+# The migration's assets: every materializable asset (the side jobs are op jobs on external assets), so
+# `migrate` is exactly what "Materialize all" launches.
+MIGRATION = dg.AssetSelection.all().materializable()
 
 migrate = dg.define_asset_job(
     "migrate",
@@ -33,23 +33,6 @@ cutover = dg.define_asset_job(
     description="A final re-sync with every check blocking, then the cutover is recorded in migration.cutover: "
     "from then on migrate and the resync schedule refuse to write.",
 )
-
-preflight_job = dg.define_asset_job(
-    "preflight",
-    selection=dg.AssetSelection.groups(preflight.GROUP),
-    config=runlog.LOG_CONFIG,
-    description="What migrate would do, with nothing written to the target: every row rule over one snapshot "
-    "of the source, the target checked read-only, the reject budget; fails, saying why, when migrate would.",
-)
-
-rollback_export = dg.define_asset_job(
-    "rollback_export",
-    selection=dg.AssetSelection.groups(rollback.GROUP),
-    config=runlog.LOG_CONFIG,
-    description="Write PostgreSQL's current state, every rejected row restored, into a new SQLite file in the "
-    "app's own schema (env EXPORT_SQLITE_PATH): the rollback after a cutover. Reads PostgreSQL only.",
-)
-
 
 @dg.schedule(
     name="resync",

@@ -7,7 +7,6 @@ never contains a password.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import sqlite3
@@ -25,11 +24,10 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
 from agent_migration import embedded
-from agent_migration.tables import SOURCE_TABLES
-
-
-class MigrationError(Exception):
-    """A failure with a message meant for the person running the migration."""
+from agent_migration.errors import MigrationError
+from agent_migration.settings import Env, Setting, not_negative, positive, resolve
+from agent_migration.source import disk
+from agent_migration.source.files import same_file, unchanged_since
 
 
 def decode_text(raw: bytes) -> str:
@@ -37,25 +35,87 @@ def decode_text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-class SqliteSource(dg.ConfigurableResource):
-    """The app's SQLite database, opened read-only; every run reads one consistent backup copy of it."""
+SOURCE = {
+    "path": Env("SQLITE_PATH", "source.path", "db.sqlite"),
+    "chunk_rows": Env(
+        "MIGRATION_CHUNK_ROWS", "source.chunk_rows", 50_000, int, "a whole number of rows above 0", positive
+    ),
+    "backup_dir": Env("MIGRATION_BACKUP_DIR", "source.backup_dir", ".migration/backups"),
+    "keep_backups": Env(
+        "MIGRATION_KEEP_BACKUPS", "source.keep_backups", 5, int, "a whole number of copies, 1 or more", positive
+    ),
+    "keep_runs": Env(
+        "MIGRATION_KEEP_RUNS", "source.keep_runs", 5, int, "a whole number of run folders, 1 or more", positive
+    ),
+    "min_free_mb": Env(
+        "MIGRATION_MIN_FREE_MB", "source.min_free_mb", 256, int, "a whole number of MiB, 0 or more", not_negative
+    ),
+}
 
-    path: str = Field(default="db.sqlite", description="The source file (env SQLITE_PATH).")
-    backup_dir: str = Field(default=".migration/backups", description="Where each run's source copy is kept.")
-    keep_backups: int = Field(default=5, description="How many source copies to keep.")
+TARGET = {
+    "database_url": Env("DATABASE_URL", "target.database_url", None),
+    "embedded_dir": Env("EMBEDDED_PG_DIR", "target.embedded_dir", embedded.DEFAULT_DIR),
+}
+
+
+class SqliteSource(dg.ConfigurableResource):
+    """The app's SQLite database, opened read-only; every run reads one consistent backup copy of it.
+
+    Every field left unset is read at run time from its environment variable, else its default (`SOURCE`),
+    so a run config that sets one field keeps the others from the environment."""
+
+    path: str | None = Field(default=None, description="The source file (env SQLITE_PATH; default db.sqlite).")
+    backup_dir: str | None = Field(
+        default=None,
+        description="Where each run's source copy is kept (env MIGRATION_BACKUP_DIR; default .migration/backups).",
+    )
+    keep_backups: int | None = Field(
+        default=None, description="How many source copies to keep (env MIGRATION_KEEP_BACKUPS; default 5)."
+    )
+    keep_runs: int | None = Field(
+        default=None, description="How many runs' folders of cleaned rows to keep (env MIGRATION_KEEP_RUNS; default 5)."
+    )
+    min_free_mb: int | None = Field(
+        default=None,
+        description="Free space a run leaves on each disk it writes to, beyond what it needs (env "
+        "MIGRATION_MIN_FREE_MB; default 256).",
+    )
     work_dir: str | None = Field(
         default=None,
-        description="Where each run's cleaned rows wait for publish (default: `runs` beside backup_dir).",
+        description="Where each run's cleaned rows wait for publish (default: `runs` beside the backup folder).",
     )
-    chunk_rows: int = Field(
-        default=50_000, gt=0, description="Rows read and cleaned at a time: sets the memory, not the source."
+    chunk_rows: int | None = Field(
+        default=None,
+        description="Rows read and cleaned at a time: sets the memory, not the source (env MIGRATION_CHUNK_ROWS; "
+        "default 50000).",
     )
     busy_timeout_s: float = Field(
         default=30.0, description="How long to wait while a writer locks the source."
     )
 
+    def setting(self, field: str) -> Setting:
+        """A field's value and where it came from (resource config, environment, default), read now."""
+        return resolve(SOURCE[field], getattr(self, field))
+
+    @property
+    def sqlite_path(self) -> str:
+        return self.setting("path").value
+
+    @property
+    def rows_per_chunk(self) -> int:
+        return self.setting("chunk_rows").value
+
+    @property
+    def backup_folder(self) -> Path:
+        return Path(self.setting("backup_dir").value)
+
+    @property
+    def runs_folder(self) -> Path:
+        return Path(self.work_dir) if self.work_dir else self.backup_folder.parent / "runs"
+
     def check_file(self) -> Path:
-        path = Path(self.path)
+        setting = self.setting("path")
+        path = Path(setting.value)
         problem = None
         if not path.exists():
             problem = "does not exist"
@@ -72,7 +132,7 @@ class SqliteSource(dg.ConfigurableResource):
             if not problem and header != b"SQLite format 3\x00":
                 problem = "is not a SQLite database (wrong file header)"
         if problem:
-            raise MigrationError(f"SQLITE_PATH {str(path)!r} {problem}.")
+            raise MigrationError(f"SQLITE_PATH {str(path)!r} {problem} ({setting.where}).")
         return path
 
     @contextmanager
@@ -102,13 +162,14 @@ class SqliteSource(dg.ConfigurableResource):
         (and `keep`: the snapshot a change-only re-sync compares with; a copy byte-identical to it
         needs no integrity check of its own)."""
         source = self.check_file()
-        folder = Path(self.backup_dir)
+        folder = self.backup_folder
         folder.mkdir(parents=True, exist_ok=True)
+        disk.check_free_space(self, source, folder, run_files=self.runs_folder)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         copy = (folder / f"{source.stem}-{stamp}-{run_id[:8]}.sqlite").resolve()
         deadline = time.monotonic() + self.busy_timeout_s
         busy = MigrationError(
-            f"SQLITE_PATH {self.path!r}: database is busy (locked by a writer for more than "
+            f"SQLITE_PATH {self.sqlite_path!r}: database is busy (locked by a writer for more than "
             f"{self.busy_timeout_s:g} s; raise SqliteSource.busy_timeout_s or retry later)."
         )
 
@@ -133,110 +194,31 @@ class SqliteSource(dg.ConfigurableResource):
             copy.unlink(missing_ok=True)
             if "locked" in str(exc) or "busy" in str(exc):
                 raise busy from None
-            raise MigrationError(f"SQLITE_PATH {self.path!r} cannot be read: {exc}.") from None
+            raise MigrationError(f"SQLITE_PATH {self.sqlite_path!r} cannot be read: {exc}.") from None
         except sqlite3.DatabaseError as exc:
             copy.unlink(missing_ok=True)
-            raise MigrationError(f"SQLITE_PATH {self.path!r} is corrupt or not a database: {exc}.") from None
+            raise MigrationError(f"SQLITE_PATH {self.sqlite_path!r} is corrupt or not a database: {exc}.") from None
         if keep is None or not same_file(copy, keep):
             self._check_integrity(copy)
-        backups = sorted(folder.glob(f"{source.stem}-*.sqlite"), key=lambda p: p.stat().st_mtime)
-        for old in backups[: max(0, len(backups) - self.keep_backups)]:
+        self._prune(folder, source.stem, keep)
+        return copy
+
+    def _prune(self, folder: Path, stem: str, keep: str | None) -> None:
+        """Keep the last `keep_backups` copies, and always the re-sync baseline."""
+        backups = sorted(folder.glob(f"{stem}-*.sqlite"), key=lambda p: p.stat().st_mtime)
+        for old in backups[: max(0, len(backups) - self.setting("keep_backups").value)]:
             if keep is None or old.resolve() != Path(keep).resolve():
                 old.unlink(missing_ok=True)
-        return copy
 
     def _check_integrity(self, copy: Path) -> None:
         try:
             with self.connect(copy) as conn:
                 result = conn.execute("PRAGMA quick_check").fetchall()
         except sqlite3.DatabaseError as exc:
-            raise MigrationError(f"SQLITE_PATH {self.path!r} is corrupt: {exc}.") from None
+            raise MigrationError(f"SQLITE_PATH {self.sqlite_path!r} is corrupt: {exc}.") from None
         if result != [("ok",)]:
             detail = "; ".join(str(r[0]) for r in result[:3])
-            raise MigrationError(f"SQLITE_PATH {self.path!r} is corrupt (integrity check: {detail}).")
-
-
-def unchanged_since(src: sqlite3.Connection, source: Path, snapshot: str) -> bool:
-    """Whether the live source file is byte-identical to `snapshot`, read under a shared lock (no writer
-    can commit meanwhile). Never for a WAL database: its latest commits may be in the -wal file only."""
-    if src.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
-        return False
-    src.execute("BEGIN")
-    try:
-        src.execute("SELECT count(*) FROM sqlite_master").fetchone()  # takes the shared lock
-        return same_file(source, snapshot, cache=False)
-    finally:
-        src.execute("ROLLBACK")
-
-
-def same_file(a: str | Path, b: str | Path, cache: bool = True) -> bool:
-    """The same database, byte for byte: the backup copies every page as is, so snapshots of an unchanged
-    source are equal, and equal to the source itself but for header counters (see `_COUNTERS`).
-
-    `cache`: for snapshots, which never change once written; not for a live file."""
-    a, b = Path(a).resolve(), Path(b).resolve()
-    if a == b:
-        return True
-    sa, sb = a.stat(), b.stat()
-    if sa.st_size != sb.st_size:
-        return False
-    compare = _same_bytes if cache else _same_bytes.__wrapped__
-    return compare(str(a), str(b), sa.st_mtime_ns, sb.st_mtime_ns)
-
-
-# Header bytes a backup writes anew (https://sqlite.org/fileformat.html, 1.3): the file change counter,
-# the schema cookie, the version-valid-for number and the library version. The schema itself is in page 1.
-_COUNTERS = ((24, 28), (40, 44), (92, 100))
-
-
-def _header(chunk: bytes) -> bytes:
-    out = bytearray(chunk)
-    for start, end in _COUNTERS:
-        out[start:end] = bytes(end - start)
-    return bytes(out)
-
-
-@functools.lru_cache(maxsize=8)  # asked twice per run: by the integrity check and by the plan
-def _same_bytes(a: str, b: str, _mtime_a: int, _mtime_b: int, block: int = 1 << 20) -> bool:
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        if _header(fa.read(100)) != _header(fb.read(100)):
-            return False
-        while chunk := fa.read(block):
-            if chunk != fb.read(block):
-                return False
-    return True
-
-
-def sqlite_ident(name: str) -> str:
-    """A quoted SQLite identifier (psycopg2's sql module quotes for PostgreSQL only)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def describe_source(conn: sqlite3.Connection) -> dict[str, list[str]]:
-    """Table name -> column names, as the source has them."""
-    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    return {t: [r[1] for r in conn.execute(f"PRAGMA table_info({sqlite_ident(t)})")] for t in tables}
-
-
-def check_source_shape(shape: dict[str, list[str]], path: str) -> dict[str, list[str]]:
-    """Fail listing every missing table and column; return what the source has beyond the expected."""
-    missing = []
-    extra: dict[str, list[str]] = {}
-    for table in SOURCE_TABLES:
-        if table.source not in shape:
-            missing.append(f"table {table.source}")
-            continue
-        have = shape[table.source]
-        missing += [f"column {table.source}.{c}" for c in table.source_columns if c not in have]
-        if more := [c for c in have if c not in table.source_columns]:
-            extra[table.source] = more
-    if missing:
-        raise MigrationError(f"SQLITE_PATH {path!r} lacks what the migration needs: {', '.join(missing)}.")
-    wanted = {t.source for t in SOURCE_TABLES}
-    extra_tables = [t for t in shape if t not in wanted and not t.startswith("sqlite_")]
-    if extra_tables:
-        extra["(tables)"] = extra_tables
-    return extra
+            raise MigrationError(f"SQLITE_PATH {self.sqlite_path!r} is corrupt (integrity check: {detail}).")
 
 
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
@@ -249,6 +231,10 @@ def redact(text: str, url: URL | None = None) -> str:
     return _PASSWORD.sub(r"\1***@", text)
 
 
+EXPORT_PATH = Env("EXPORT_SQLITE_PATH", "export.path", None)
+STORAGE = Env("MIGRATION_STORAGE", "io_manager.base_dir", ".migration/storage")
+
+
 class ExportFile(dg.ConfigurableResource):
     """Where `rollback_export` writes its SQLite file: a new file, never one that exists."""
 
@@ -259,7 +245,8 @@ class ExportFile(dg.ConfigurableResource):
 
     def destination(self) -> Path:
         """The file to write, checked: it must not exist, and its folder must (the default one is made)."""
-        raw = self.path or os.environ.get("EXPORT_SQLITE_PATH")
+        given = resolve(EXPORT_PATH, self.path)
+        raw = given.value
         if not raw:
             folder = Path(".migration/exports")
             folder.mkdir(parents=True, exist_ok=True)
@@ -267,19 +254,35 @@ class ExportFile(dg.ConfigurableResource):
         path = Path(raw).resolve()
         if path.exists() or path.is_symlink():
             raise MigrationError(
-                f"EXPORT_SQLITE_PATH {raw!r} already exists: the export never overwrites a file (it was left "
-                "as it is). Choose a new path, or move that file away."
+                f"EXPORT_SQLITE_PATH {raw!r} already exists ({given.where}): the export never overwrites a file "
+                "(it was left as it is). Choose a new path, or move that file away."
             )
         if not path.parent.is_dir():
-            raise MigrationError(f"EXPORT_SQLITE_PATH {raw!r}: the folder {str(path.parent)!r} does not exist.")
+            raise MigrationError(
+                f"EXPORT_SQLITE_PATH {raw!r} ({given.where}): the folder {str(path.parent)!r} does not exist."
+            )
         return path
+
+
+class RunStorage(dg.FilesystemIOManager):
+    """Dagster's pickling IO manager for the small typed values between steps, its folder read at run time
+    (env MIGRATION_STORAGE; default .migration/storage)."""
+
+    def create_io_manager(self, context: dg.InitResourceContext):
+        folder = resolve(STORAGE, self.base_dir).value
+        return dg.FilesystemIOManager(base_dir=folder).create_io_manager(context)
 
 
 class PostgresTarget(dg.ConfigurableResource):
     """The PostgreSQL target. Without a URL (and no env DATABASE_URL) an embedded server is started."""
 
-    database_url: str | None = Field(default=None, description="postgresql://user:pass@host:port/db")
-    embedded_dir: str = Field(default=embedded.DEFAULT_DIR, description="Data folder of the embedded server.")
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql://user:pass@host:port/db (env DATABASE_URL; default: the embedded server).",
+    )
+    embedded_dir: str | None = Field(
+        default=None, description=f"Data folder of the embedded server (env EMBEDDED_PG_DIR; default {embedded.DEFAULT_DIR})."
+    )
     statement_timeout_s: int = Field(default=900, description="Longest a single statement may run.")
     connect_timeout_s: int = Field(default=10, description="Longest wait for a connection.")
     lock_wait_s: float = Field(default=600.0, description="Longest wait while another run writes the target.")
@@ -291,18 +294,28 @@ class PostgresTarget(dg.ConfigurableResource):
         "it migrate publishes nothing (default: env MIGRATION_MAX_REJECT_SHARE, else 0.5; see `budget.py`).",
     )
 
+    def setting(self, field: str) -> Setting:
+        """A field's value and where it came from (resource config, environment, default), read now."""
+        return resolve(TARGET[field], getattr(self, field))
+
+    @property
+    def embedded_folder(self) -> str:
+        return self.setting("embedded_dir").value
+
     def url(self) -> URL:
-        raw = (
-            self.database_url or os.environ.get("DATABASE_URL") or embedded.ensure_database(self.embedded_dir)
-        )
+        given = self.setting("database_url")
+        raw = given.value or embedded.ensure_database(self.embedded_folder)
         try:
             url = make_url(raw)
         except (ArgumentError, ValueError):
             raise MigrationError(
-                "DATABASE_URL is malformed: expected postgresql://user:password@host:port/database."
+                "DATABASE_URL is malformed: expected postgresql://user:password@host:port/database "
+                f"({given.where})."
             ) from None
         if url.get_backend_name() not in ("postgresql", "postgres"):
-            raise MigrationError(f"DATABASE_URL must be a postgresql:// URL, not {url.drivername}://.")
+            raise MigrationError(
+                f"DATABASE_URL must be a postgresql:// URL, not {url.drivername}:// ({given.where})."
+            )
         # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; this project ships psycopg2.
         return url.set(drivername="postgresql+psycopg2")
 
@@ -314,7 +327,7 @@ class PostgresTarget(dg.ConfigurableResource):
 
     @property
     def is_embedded(self) -> bool:
-        return not (self.database_url or os.environ.get("DATABASE_URL"))
+        return not self.setting("database_url").value
 
     @contextmanager
     def connect(self) -> Iterator:

@@ -49,7 +49,52 @@ def console(init_context: dg.InitLoggerContext) -> logging.Logger:
         dg.colored_console_logger,
         run_id=init_context.run_id,
     )
-    return dg.colored_console_logger.logger_fn(context)
+    logger = dg.colored_console_logger.logger_fn(context)
+    if level != "DEBUG":  # DEBUG keeps Dagster's traces for every failure
+        for handler in logger.handlers:
+            handler.addFilter(CleanFailures())
+    return logger
+
+
+# The project's own failures: a refusal, a verdict, a bad setting, an unreachable server. Their message
+# says everything; Dagster's stack trace (twice: step and run) would bury it.
+DELIBERATE = {"Failure", "MigrationError", "SettingError", "CutoverDone"}
+
+
+def deliberate_message(error) -> str | None:
+    """The message of a failure the project raised on purpose (anywhere in the cause chain), else None."""
+    while error is not None:
+        if error.cls_name in DELIBERATE:
+            return error.message.split(": ", 1)[-1].strip()  # "module.Class: text"
+        error = error.cause
+    return None
+
+
+class CleanFailures(logging.Filter):
+    """A deliberate step failure prints its message once, at ERROR, without a trace; the run failure that
+    follows it only names the failed steps. Unexpected errors keep their trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        meta = getattr(record, "dagster_meta", None) or {}
+        event = meta.get("dagster_event")
+        if event is None or event.event_type not in (
+            dg.DagsterEventType.STEP_FAILURE,
+            dg.DagsterEventType.RUN_FAILURE,
+        ):
+            return True
+        data = event.event_specific_data
+        message = deliberate_message(getattr(data, "error", None))
+        if message is None and event.event_type == dg.DagsterEventType.RUN_FAILURE:
+            message = "" if getattr(data, "error", None) is None else None  # steps failed: named below
+        if message is None:
+            return True
+        where = " - ".join(str(p) for p in (meta.get("job_name"), meta.get("run_id"), meta.get("step_key")) if p)
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            record.msg = f"{where} - {message}"
+        else:
+            record.msg = f"{where} - run failed ({meta.get('orig_message', '').strip()})"
+        record.args = ()
+        return True
 
 
 def text_table(heads: list[str], rows: list[list]) -> str:
@@ -90,7 +135,7 @@ def connect_line(target: PostgresTarget) -> str:
     """How to connect (never with a password) and how to look at the rejects."""
     try:
         if target.is_embedded:  # its URL holds no secret: the server trusts local socket connections
-            where = f"psql '{embedded.ensure_database(target.embedded_dir)}'"
+            where = f"psql '{embedded.ensure_database(target.embedded_folder)}'"
         else:
             url = target.url()
             plain = url._replace(drivername="postgresql", password=None).render_as_string(hide_password=False)

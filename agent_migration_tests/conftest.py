@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -103,5 +104,7 @@ def run_migration(sqlite_path: Path, pg_url: str, tmp_path: Path, raise_on_error
 @pytest.fixture(autouse=True)
 def _no_ambient_config(monkeypatch):
     # Tests pass their source and target explicitly; a developer's environment must not leak in.
-    for var in ("DATABASE_URL", "SQLITE_PATH"):
+    for var in ("DATABASE_URL", "SQLITE_PATH", "EXPORT_SQLITE_PATH", "EMBEDDED_PG_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    for var in [v for v in os.environ if v.startswith("MIGRATION_")]:
         monkeypatch.delenv(var, raising=False)

@@ -91,10 +91,10 @@ def in_tmp(tmp_path, pg_url) -> dict:
 def test_dg_launch_migrates_from_the_project_root(tmp_path, pg_url):
     # The README's form where the README runs it: dg finds the project through pyproject.toml's [tool.dg].
     env = in_tmp(tmp_path, pg_url)
-    # backup_dir has no env setting: run config moves it out of the repository. Run config replaces the
-    # resource's whole configuration, so it names the source again.
+    # A run config that sets only some of the source's fields (as a launchpad edit does): SQLITE_PATH and
+    # DATABASE_URL still come from the environment, read at run time.
     backups = tmp_path / "backups"
-    source = {"path": env["SQLITE_PATH"], "backup_dir": str(backups)}
+    source = {"chunk_rows": 7, "backup_dir": str(backups)}
     config = {"resources": {"source": {"config": source}}}
     home = tmp_path / "dagster_home"
     done = run(
@@ -104,6 +104,7 @@ def test_dg_launch_migrates_from_the_project_root(tmp_path, pg_url):
     assert query(pg_url, "SELECT count(*) > 0 FROM agents") == [(True,)]
     assert query(pg_url, "SELECT count(*) > 0 FROM chat_messages") == [(True,)]
     assert list(backups.glob("*.sqlite")), "the run's source copy is in tmp_path"
+    assert query(pg_url, "SELECT count(*) FROM agents")[0][0] > 7, "chunks of 7 rows, every chunk loaded"
     with dg.DagsterInstance.from_config(str(home)) as instance:  # the run is in the DAGSTER_HOME dg was given
         runs = instance.get_runs()
     assert [(r.job_name, r.status) for r in runs] == [("migrate", dg.DagsterRunStatus.SUCCESS)]

@@ -43,12 +43,25 @@ def test_lineage_runs_from_each_sqlite_table_through_users_to_each_target_table(
         assert {f"raw_{table.source}", "derived_users"} <= parents(f"clean_{table.name}")
 
 
-def test_migrate_job_selects_every_asset_and_check():
+def test_materialize_all_launches_exactly_the_migrate_job():
+    """"Materialize all" launches every materializable asset of the code location: that must be `migrate`,
+    and nothing of the side jobs (preflight, rollback), whose results are external assets."""
     job = defs.resolve_job_def("migrate")
     graph = defs.resolve_asset_graph()
-    own_jobs = ("preflight", "rollback")  # groups their own jobs run
-    expected = {k for k in graph.get_all_asset_keys() if graph.get(k).group_name not in own_jobs}
-    assert job.asset_layer.selected_asset_keys == expected
+    materializable = {k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable}
+    assert job.asset_layer.selected_asset_keys == materializable
+    side = {k for k in graph.get_all_asset_keys() if graph.get(k).group_name in ("preflight", "rollback")}
+    assert {k.to_user_string() for k in side} >= {"preflight_summary", "rollback_file"}
+    assert not side & materializable
+    assert all(not graph.get(k).is_materializable for k in side)
+    # The checks of every materializable asset run with it; none belongs to a side job's asset.
+    assert {k.asset_key for k in graph.asset_check_keys} <= materializable
+    for name in ("preflight", "rollback_export"):
+        assert not defs.resolve_job_def(name).asset_layer.selected_asset_keys, name  # op jobs
+
+
+def test_migrate_job_selects_every_check():
+    job = defs.resolve_job_def("migrate")
     checks = {k.name for k in job.asset_layer.asset_graph.asset_check_keys}
     assert {"row_accounting", "foreign_keys", "constraints", "sums_reconcile", "sequence_ahead"} <= checks
 

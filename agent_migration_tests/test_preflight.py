@@ -13,15 +13,14 @@ import dagster as dg
 import psycopg2
 import pytest
 
-from agent_migration.assets import preflight as preflight_assets
 from agent_migration.assets.verify import checks_for
+from agent_migration.ops.preflight import preflight_job
 from agent_migration.resources import PostgresTarget
 from agent_migration.sample import write_reject_heavy, write_sample
 from agent_migration.tables import AGENTS, SOURCE_TABLES, TARGET_TABLES
 from agent_migration_tests.conftest import query, resources, run_migration
 
 BIN = Path(sys.executable).parent
-PREFLIGHT = dg.load_assets_from_modules([preflight_assets])
 GENE = "agents.gene: 101 values above INTEGER's 2147483647"  # the tiny sample has 101 agents
 
 
@@ -232,13 +231,13 @@ def test_a_bad_budget_setting_is_named(tmp_path, pg_url, monkeypatch):
 
 
 def preflight(source: Path, url: str, tmp: Path, target: PostgresTarget | None = None):
-    """The preflight group in process (metadata and checks as the UI shows them)."""
+    """The preflight job in process (metadata and checks as the UI shows them)."""
     tmp.mkdir(parents=True, exist_ok=True)
     res = resources(source, url, tmp)
     if target is not None:
         res["target"] = target
     with dg.instance_for_test(temp_dir=str(tmp)) as instance:
-        return dg.materialize(PREFLIGHT, resources=res, instance=instance, raise_on_error=False)
+        return preflight_job.execute_in_process(resources=res, instance=instance, raise_on_error=False)
 
 
 def test_preflight_shows_each_table_and_column_as_metadata_and_checks(tmp_path, pg_url):

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent_migration import jobs, rollback
-from agent_migration.assets import rollback as rollback_assets
+from agent_migration.ops import rollback as rollback_ops
 from agent_migration.resources import ExportFile, PostgresTarget
 from agent_migration.sample import write_sample
 from agent_migration.tables import SOURCE_TABLES
@@ -64,9 +64,9 @@ def app_source(folder: Path, seed: int) -> Path:
 def run_job(name: str, source: Path, url: str, tmp: Path, export_path: Path | None = None, **kw):
     res = resources(source, url, tmp) | {"export": ExportFile(path=str(export_path) if export_path else None)}
     defs = dg.Definitions(
-        assets=[*ASSETS, rollback_assets.rollback_file],
+        assets=[*ASSETS, rollback_ops.SPEC],
         asset_checks=CHECKS,
-        jobs=[jobs.migrate, jobs.cutover, jobs.rollback_export],
+        jobs=[jobs.migrate, jobs.cutover, rollback_ops.rollback_export],
         resources=res,
     )
     tmp.mkdir(parents=True, exist_ok=True)

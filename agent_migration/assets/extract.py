@@ -51,7 +51,7 @@ def source_snapshot(
     return dg.MaterializeResult(
         value=snap,
         metadata={
-            "source_path": dg.MetadataValue.path(str(source.path)),
+            "source_path": dg.MetadataValue.path(str(source.sqlite_path)),
             "backup_path": dg.MetadataValue.path(snap.path),
             "mode": "change-only re-sync" if snap.changes is not None else "full",
             "rows_by_table": dg.MetadataValue.json({t: s["rows"] for t, s in snap.stats.items()}),
@@ -68,9 +68,9 @@ def plan_table(source: SqliteSource, snap: Snapshot, table: Table) -> SourceTabl
     with source.connect(snap.path) as conn:
         facts = sqlite_read.key_facts(conn, table) if rowids != () else KeyFacts()  # nothing to redo
         if rowids is None:
-            chunks = tuple(sqlite_read.range_chunks(conn, table, source.chunk_rows))
+            chunks = tuple(sqlite_read.range_chunks(conn, table, source.rows_per_chunk))
             return SourceTable(table.source, snap.path, snap.stats[table.source]["rows"], chunks, facts)
-    chunks = tuple(sqlite_read.list_chunks(list(rowids), source.chunk_rows))
+    chunks = tuple(sqlite_read.list_chunks(list(rowids), source.rows_per_chunk))
     return SourceTable(table.source, snap.path, len(rowids), chunks, facts, rowids, snap.delta(table.source))
 
 
@@ -92,7 +92,7 @@ def raw_asset(table: Table) -> dg.AssetsDefinition:
             metadata={
                 "dagster/row_count": planned.rows,
                 "chunks": len(planned.chunks),
-                "chunk_rows": source.chunk_rows,
+                "chunk_rows": source.rows_per_chunk,
                 "rows_sharing_a_key": len(planned.facts.ambiguous),
                 "snapshot": dg.MetadataValue.path(source_snapshot.path),
                 "mode": mode,

@@ -68,8 +68,8 @@ def target_schema(
     where = target.describe()
     if target.is_embedded:
         # The embedded server trusts local socket connections: its URL holds no secret.
-        url = embedded.ensure_database(target.embedded_dir)
-        context.log.info(f"target: embedded PostgreSQL in {target.embedded_dir}; connect with: psql '{url}'")
+        url = embedded.ensure_database(target.embedded_folder)
+        context.log.info(f"target: embedded PostgreSQL in {target.embedded_folder}; connect with: psql '{url}'")
     else:
         context.log.info(f"target: PostgreSQL at {where}")
     return dg.MaterializeResult(

@@ -30,14 +30,13 @@ from agent_migration.resources import (
     MigrationError,
     PostgresTarget,
     SqliteSource,
-    check_source_shape,
-    describe_source,
     redact,
 )
 from agent_migration.rules.cleaning import derive_users, usernames
 from agent_migration.rules.streaming import Context, clean_source
 from agent_migration.rules.users import read_existing_users, referenced
 from agent_migration.source import sqlite_read
+from agent_migration.source.files import check_source_shape, describe_source
 from agent_migration.tables import SOURCE_TABLES, Table
 from agent_migration.target import readiness
 from agent_migration.target.budget import TOP_REASONS, Budget, Share, describe, over_budget, refusal
@@ -46,7 +45,7 @@ KEEP = 2  # preflight snapshots kept (the latest run's, for re-running one of it
 
 
 def home(source: SqliteSource) -> Path:
-    return Path(source.backup_dir).parent / "preflight"
+    return source.backup_folder.parent / "preflight"
 
 
 def snapshot(source: SqliteSource, target: PostgresTarget, run_id: str, log) -> PreflightSource:
@@ -54,7 +53,7 @@ def snapshot(source: SqliteSource, target: PostgresTarget, run_id: str, log) -> 
     folder = home(source)
     copy = source.model_copy(update={"backup_dir": str(folder), "keep_backups": KEEP}).snapshot(run_id)
     with source.connect(copy) as conn:
-        extra = check_source_shape(describe_source(conn), source.path)
+        extra = check_source_shape(describe_source(conn), source.sqlite_path)
         stats = {t.source: sqlite_read.source_stats(conn, t) for t in SOURCE_TABLES}
         references = [usernames(t, referenced(conn, t)) for t in SOURCE_TABLES]
     try:  # the ids users already have in the target (they never change); none when it cannot be read
@@ -69,7 +68,7 @@ def snapshot(source: SqliteSource, target: PostgresTarget, run_id: str, log) -> 
         shutil.rmtree(old, ignore_errors=True)
     work = runs / run_id
     work.mkdir(parents=True, exist_ok=True)
-    log(f"source {source.path} copied to {copy}")
+    log(f"source {source.sqlite_path} copied to {copy}")
     snap = Snapshot(path=str(copy), run_dir=str(work), stats=stats, extra=extra)
     return PreflightSource(snap, derive_users(references, existing, sequence))
 
@@ -96,7 +95,7 @@ def assess_table(
     started, snap = time.monotonic(), pre.snapshot
     with source.connect(snap.path) as conn:
         facts = sqlite_read.key_facts(conn, table)
-        chunks = tuple(sqlite_read.range_chunks(conn, table, source.chunk_rows))
+        chunks = tuple(sqlite_read.range_chunks(conn, table, source.rows_per_chunk))
     planned = SourceTable(table.source, snap.path, snap.stats[table.source]["rows"], chunks, facts)
     keys = {col.name: parents[parent.name].loaded_keys for col, parent in table.parent_refs}
     is_parent = any(p is table for t in SOURCE_TABLES for _, p in t.parent_refs)
@@ -207,7 +206,7 @@ def summary(
             f"reject budget: {budget.share:.0%} of each table's rows ({budget.setting})",
             f"target {target.where}: {state}",
             f"not carried by the plan (left behind): {', '.join(left)}" if left else "not carried: nothing",
-            ("migrate would FAIL: " + " | ".join(why)) if why else "migrate would succeed",
+            "verdict: the ERROR line that follows" if why else "migrate would succeed",
             "every reason with sample rows, and each column against its type: the preflight group's assets "
             f"in the UI; after migrate, {connect}",
         ]

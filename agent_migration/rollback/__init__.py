@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 from agent_migration.artifacts import ExportTable, RollbackExport
-from agent_migration.resources import MigrationError, PostgresTarget, sqlite_ident
+from agent_migration.resources import MigrationError, PostgresTarget
 from agent_migration.rollback import pg_read
 from agent_migration.rollback import sqlite_write as w
 from agent_migration.rules.values import sum_units
+from agent_migration.source.files import sqlite_ident
 from agent_migration.tables import BY_SOURCE, SOURCE_TABLES, TARGET_TABLES, Table
 
 PG_ONLY = tuple(t for t in TARGET_TABLES if not t.source)  # users, battles, marketplace_listings

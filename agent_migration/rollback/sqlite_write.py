@@ -15,8 +15,9 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-from agent_migration.resources import MigrationError, sqlite_ident
+from agent_migration.resources import MigrationError
 from agent_migration.rules.values import from_json_safe, sum_units
+from agent_migration.source.files import sqlite_ident
 from agent_migration.tables import Table
 
 CONFLICTS = "rollback_conflicts"

@@ -26,9 +26,9 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from agent_migration.resources import same_file, sqlite_ident
 from agent_migration.rules.cleaning import valid_values
 from agent_migration.rules.exact import Username
+from agent_migration.source.files import same_file, sqlite_ident
 from agent_migration.tables import SOURCE_TABLES, Table
 
 _IN_ROWIDS = "rowid IN (SELECT value FROM json_each(?))"

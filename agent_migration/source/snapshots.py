@@ -15,15 +15,12 @@ from agent_migration.resources import (
     MigrationError,
     PostgresTarget,
     SqliteSource,
-    check_source_shape,
-    describe_source,
 )
 from agent_migration.source import delta
+from agent_migration.source.files import check_source_shape, describe_source
 from agent_migration.source.sqlite_read import schema_objects, source_stats
 from agent_migration.tables import SOURCE_TABLES
 from agent_migration.target import cutover, ddl
-
-KEEP_RUN_DIRS = 5
 
 
 def check_target(target: PostgresTarget) -> None:
@@ -84,11 +81,11 @@ def plan_changes(conn, base: dict | None, snapshot: Path, log) -> dict | None:
 
 def run_dir(source: SqliteSource, run_id: str) -> Path:
     """This run's folder for cleaned rows; the folders of older runs beyond the last few are removed."""
-    root = Path(source.work_dir or Path(source.backup_dir).parent / "runs")
+    root = source.runs_folder
     folder = root / run_id
     folder.mkdir(parents=True, exist_ok=True)
     others = sorted((p for p in root.iterdir() if p.is_dir() and p != folder), key=lambda p: p.stat().st_mtime)
-    for old in others[: max(0, len(others) - KEEP_RUN_DIRS + 1)]:
+    for old in others[: max(0, len(others) - source.setting("keep_runs").value + 1)]:
         shutil.rmtree(old, ignore_errors=True)
     return folder
 
@@ -101,14 +98,14 @@ def take_snapshot(source: SqliteSource, target: PostgresTarget, run_id: str, ful
     base = None if full_refresh else find_baseline(target, log)
     copy = source.snapshot(run_id, keep=base["snapshot"] if base else None)
     with source.connect(copy) as conn:
-        extra = check_source_shape(describe_source(conn), source.path)
+        extra = check_source_shape(describe_source(conn), source.sqlite_path)
         stats = {t.source: source_stats(conn, t) for t in SOURCE_TABLES}
         schema = schema_objects(conn)
         changes = plan_changes(conn, base, copy, log)
     if base and str(copy) == str(Path(base["snapshot"]).resolve()):
-        log(f"source {source.path} unchanged since run {base['run_id']} (byte for byte): its snapshot {copy} serves this run")
+        log(f"source {source.sqlite_path} unchanged since run {base['run_id']} (byte for byte): its snapshot {copy} serves this run")
     else:
-        log(f"source {source.path} copied to {copy}")
+        log(f"source {source.sqlite_path} copied to {copy}")
     return Snapshot(
         path=str(copy),
         run_dir=str(run_dir(source, run_id)),

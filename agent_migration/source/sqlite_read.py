@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from agent_migration.resources import decode_text, sqlite_ident
+from agent_migration.resources import decode_text
 from agent_migration.rules.cleaning import SOURCE_ROWID, KeyFacts, key_facts_of
 from agent_migration.rules.values import SURROGATES, key_text, sum_units
+from agent_migration.source.files import sqlite_ident
 from agent_migration.tables import Table
 
 FETCH_ROWS = 100_000

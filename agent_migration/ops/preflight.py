@@ -1,6 +1,7 @@
 """Preflight: what migrate would do with this source and target, with nothing written to the target.
 
-Run by the `preflight` job. `preflight_source` copies the source (apart from migrate's backups) and derives
+The `preflight` job: ops, not assets, so that "Materialize all" never runs it; each op records its findings
+(metadata and checks) on the external asset of its own name, so their history shows on the asset pages. `preflight_source` copies the source (apart from migrate's backups) and derives
 its users; `preflight_target` looks at the target in a read-only session; each `preflight_<table>` runs
 migrate's cleaning over every chunk while profiling each column; `preflight_summary` logs the verdict and
 fails the run, saying why, when migrate would fail (reject budget, target unreachable or of another
@@ -12,6 +13,7 @@ import dagster as dg
 from agent_migration import preflight, runlog
 from agent_migration.artifacts import PreflightSource, TableAssessment, TargetAssessment
 from agent_migration.assets.common import OWNERS, markdown_table
+from agent_migration.ops.record import checked, recorded
 from agent_migration.resources import MigrationError, PostgresTarget, SqliteSource
 from agent_migration.tables import SOURCE_TABLES, Table
 from agent_migration.target.budget import budget_of, describe, top_reasons
@@ -26,25 +28,29 @@ def _budget(target: PostgresTarget):
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
-@dg.asset(
+SOURCE_SPEC = dg.AssetSpec(
+    "preflight_source",
     group_name=GROUP,
     kinds={"sqlite"},
     owners=OWNERS,
     description="One copy of the live source (online backup API, kept in .migration/preflight, apart from "
     "migrate's backups), its tables counted, its users derived; what the plan does not carry listed.",
 )
-def preflight_source(
-    context: dg.AssetExecutionContext, source: SqliteSource, target: PostgresTarget
-) -> dg.MaterializeResult:
+
+
+@dg.op(description=SOURCE_SPEC.description)
+def preflight_source(context: dg.OpExecutionContext, source: SqliteSource, target: PostgresTarget) -> PreflightSource:
     try:
         pre = preflight.snapshot(source, target, context.run_id, context.log.info)
     except MigrationError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     stats = pre.snapshot.stats
-    return dg.MaterializeResult(
-        value=pre,
-        metadata={
-            "source_path": dg.MetadataValue.path(str(source.path)),
+    return recorded(
+        context,
+        SOURCE_SPEC,
+        pre,
+        {
+            "source_path": dg.MetadataValue.path(str(source.sqlite_path)),
             "snapshot": dg.MetadataValue.path(pre.snapshot.path),
             "rows_by_table": dg.MetadataValue.json({t: s["rows"] for t, s in stats.items()}),
             "dagster/row_count": sum(s["rows"] for s in stats.values()),
@@ -54,21 +60,18 @@ def preflight_source(
     )
 
 
-@dg.asset(
+TARGET_SPEC = dg.AssetSpec(
+    "preflight_target",
     group_name=GROUP,
     kinds={"postgres"},
     owners=OWNERS,
     description="The target, read only: connection, privileges migrate needs, app tables of another shape, "
-    "a recorded cutover.",
-    check_specs=[
-        dg.AssetCheckSpec(
-            "target_ready",
-            asset="preflight_target",
-            description="migrate could write here: reachable, right shape, privileges, no cutover recorded.",
-        )
-    ],
+    "a recorded cutover. Check target_ready: migrate could write here.",
 )
-def preflight_target(context: dg.AssetExecutionContext, target: PostgresTarget):
+
+
+@dg.op(description=TARGET_SPEC.description)
+def preflight_target(context: dg.OpExecutionContext, target: PostgresTarget) -> TargetAssessment:
     found = preflight.assess_target(target)
     for problem in found.problems:
         context.log.warning(f"target {found.where}: {problem}")
@@ -77,14 +80,9 @@ def preflight_target(context: dg.AssetExecutionContext, target: PostgresTarget):
         "reachable": found.reachable,
         "problems": dg.MetadataValue.json(list(found.problems)),
     }
-    return dg.MaterializeResult(
-        value=found,
-        metadata={
-            **meta,
-            **{k: dg.MetadataValue.json(v) if isinstance(v, list) else v for k, v in found.facts.items()},
-        },
-        check_results=[dg.AssetCheckResult(passed=not found.problems, metadata=meta)],
-    )
+    facts = {k: dg.MetadataValue.json(v) if isinstance(v, list) else v for k, v in found.facts.items()}
+    checked(context, TARGET_SPEC, [dg.AssetCheckResult(check_name="target_ready", passed=not found.problems, metadata=meta)])
+    return recorded(context, TARGET_SPEC, found, {**meta, **facts})
 
 
 def _samples(done: TableAssessment) -> str:
@@ -134,38 +132,43 @@ def _checked(done: TableAssessment, budget) -> list[dg.AssetCheckResult]:
     ]
 
 
-def table_asset(table: Table) -> dg.AssetsDefinition:
-    parents = list(dict.fromkeys(parent for _, parent in table.parent_refs))
-    ins = {"preflight_source": dg.AssetIn()} | {f"preflight_{p.name}": dg.AssetIn() for p in parents}
-    name = f"preflight_{table.name}"
-    budget_check = "The share of rows that would be rejected is within MIGRATION_MAX_REJECT_SHARE."
-
-    @dg.asset(
-        name=name,
+def table_spec(table: Table) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        f"preflight_{table.name}",
         group_name=GROUP,
         kinds={"sqlite", "pandas", "arrow"},
         owners=OWNERS,
         description=f"{table.source} through migrate's row rules, chunk by chunk, nothing written: rows that "
-        "would load or be rejected (per reason, with samples), and each column against its target type.",
-        ins=ins,
-        check_specs=[
-            dg.AssetCheckSpec("within_reject_budget", asset=name, description=budget_check),
-            dg.AssetCheckSpec("rows_rejected", asset=name, description="Warns when rows would be rejected."),
-        ],
+        "would load or be rejected (per reason, with samples), and each column against its target type. "
+        "Checks: within_reject_budget (the share within MIGRATION_MAX_REJECT_SHARE), rows_rejected (warns).",
+    )
+
+
+def table_op(table: Table) -> dg.OpDefinition:
+    parents = list(dict.fromkeys(parent for _, parent in table.parent_refs))
+    spec = table_spec(table)
+
+    @dg.op(
+        name=spec.key.to_python_identifier(),
+        description=spec.description,
+        ins={"preflight_source": dg.In()} | {f"preflight_{p.name}": dg.In() for p in parents},
     )
     def _assess(
-        context: dg.AssetExecutionContext,
+        context: dg.OpExecutionContext,
         source: SqliteSource,
         target: PostgresTarget,
         preflight_source: PreflightSource,
         **loaded: TableAssessment,
-    ):
+    ) -> TableAssessment:
         budget = _budget(target)
         up = {n.removeprefix("preflight_"): v for n, v in loaded.items()}
         done = preflight.assess_table(source, preflight_source, table, up, context.log.info)
-        return dg.MaterializeResult(
-            value=done,
-            metadata={
+        checked(context, spec, _checked(done, budget))
+        return recorded(
+            context,
+            spec,
+            done,
+            {
                 "dagster/row_count": done.rows,
                 "rows_would_load": done.loaded,
                 "rows_would_reject": done.rejected,
@@ -176,31 +179,37 @@ def table_asset(table: Table) -> dg.AssetsDefinition:
                 "columns": dg.MetadataValue.json(done.columns),
                 "seconds": done.seconds,
             },
-            check_results=_checked(done, budget),
         )
 
     return _assess
 
 
-TABLE_ASSETS = [table_asset(t) for t in SOURCE_TABLES]
+TABLE_OPS = {t.name: table_op(t) for t in SOURCE_TABLES}
 
 
-@dg.asset(
+SUMMARY_SPEC = dg.AssetSpec(
+    "preflight_summary",
     group_name=GROUP,
     kinds={"sqlite", "postgres"},
     owners=OWNERS,
-    ins={"preflight_source": dg.AssetIn(), "preflight_target": dg.AssetIn()}
-    | {f"preflight_{t.name}": dg.AssetIn() for t in SOURCE_TABLES},
+    deps=[SOURCE_SPEC, TARGET_SPEC, *(table_spec(t) for t in SOURCE_TABLES)],
     description="The verdict: would migrate succeed? Logged as the run's last lines; the run fails, saying "
     "why, when migrate would fail.",
 )
+
+
+@dg.op(
+    description=SUMMARY_SPEC.description,
+    ins={"preflight_source": dg.In(), "preflight_target": dg.In()}
+    | {f"preflight_{t.name}": dg.In() for t in SOURCE_TABLES},
+)
 def preflight_summary(
-    context: dg.AssetExecutionContext,
+    context: dg.OpExecutionContext,
     target: PostgresTarget,
     preflight_source: PreflightSource,
     preflight_target: TargetAssessment,
     **assessed: TableAssessment,
-) -> dg.MaterializeResult:
+) -> None:
     budget = _budget(target)
     tables = [assessed[f"preflight_{t.name}"] for t in SOURCE_TABLES]
     why = preflight.blockers(preflight_target, tables, budget)
@@ -212,8 +221,34 @@ def preflight_summary(
         "reject_budget": budget.share,
         "not_carried": dg.MetadataValue.json(runlog.not_carried(preflight_source.snapshot.extra)),
     }
+    recorded(context, SUMMARY_SPEC, None, meta)
     if why:
         raise dg.Failure(
             description="migrate would fail: " + " | ".join(why), metadata=meta, allow_retries=False
         )
-    return dg.MaterializeResult(metadata=meta)
+
+
+SPECS = [SOURCE_SPEC, TARGET_SPEC, *(table_spec(t) for t in SOURCE_TABLES), SUMMARY_SPEC]
+
+
+@dg.job(
+    name="preflight",
+    tags={"agent_migration/side_job": "preflight"},
+    config=runlog.LOG_CONFIG,
+    logger_defs={"console": runlog.console},
+    description="What migrate would do, with nothing written to the target: every row rule over one snapshot "
+    "of the source, the target checked read-only, the reject budget; fails, saying why, when migrate would.",
+)
+def preflight_job():
+    pre = preflight_source()
+    done: dict = {}
+    for table in SOURCE_TABLES:  # parents first (the spec's order), so children see their parents' keys
+        parents = dict.fromkeys(p.name for _, p in table.parent_refs)
+        done[table.name] = TABLE_OPS[table.name](
+            preflight_source=pre, **{f"preflight_{p}": done[p] for p in parents}
+        )
+    preflight_summary(
+        preflight_source=pre,
+        preflight_target=preflight_target(),
+        **{f"preflight_{name}": value for name, value in done.items()},
+    )

@@ -1,7 +1,9 @@
 """Rollback: PostgreSQL's current state, rejected rows restored, as a new SQLite file the old app runs on.
 
-Run by the `rollback_export` job (after the cutover, when the app writes to PostgreSQL). It reads the
-target in one read-only snapshot and never writes to it; the file it writes verifies itself (checks).
+The `rollback_export` job (after the cutover, when the app writes to PostgreSQL): an op, not an asset, so
+that "Materialize all" never writes a rollback file; it records the file on the external asset
+`rollback_file`. It reads the target in one read-only snapshot and never writes to it; the file it writes
+verifies itself (checks rows_reconcile, sums_reconcile, no_conflicts).
 """
 
 import dagster as dg
@@ -10,31 +12,12 @@ import psycopg2
 from agent_migration import rollback, runlog
 from agent_migration.artifacts import RollbackExport
 from agent_migration.assets.common import OWNERS, markdown_table
+from agent_migration.ops.record import checked, recorded
 from agent_migration.resources import ExportFile, MigrationError, PostgresTarget, SqliteSource
 from agent_migration.tables import TARGET_TABLES
 from agent_migration.target.publishing import REJECTED_ROWS, fail
 
 GROUP = "rollback"
-CHECKS = [
-    dg.AssetCheckSpec(
-        "rows_reconcile",
-        asset="rollback_file",
-        blocking=True,
-        description="Per table, the file's rows = PostgreSQL's rows + the restored rejects, and every reject "
-        "is either restored or in rollback_conflicts.",
-    ),
-    dg.AssetCheckSpec(
-        "sums_reconcile",
-        asset="rollback_file",
-        blocking=True,
-        description="The file's coins and amount cents = PostgreSQL's + the restored rejects'.",
-    ),
-    dg.AssetCheckSpec(
-        "no_conflicts",
-        asset="rollback_file",
-        description="No reject had to give way to a row PostgreSQL now holds under the same key (warns).",
-    ),
-]
 
 
 def check_results(done: RollbackExport) -> list[dg.AssetCheckResult]:
@@ -63,22 +46,26 @@ def check_results(done: RollbackExport) -> list[dg.AssetCheckResult]:
     ]
 
 
-@dg.asset(
+SPEC = dg.AssetSpec(
+    "rollback_file",
     group_name=GROUP,
     kinds={"sqlite"},
     owners=OWNERS,
     deps=[t.name for t in TARGET_TABLES] + [REJECTED_ROWS],
-    check_specs=CHECKS,
     description="A new SQLite file in the app's own schema holding PostgreSQL's current state and every "
-    "rejected row restored byte for byte (env EXPORT_SQLITE_PATH; never overwrites a file).",
+    "rejected row restored byte for byte (env EXPORT_SQLITE_PATH; never overwrites a file). Checks: "
+    "rows_reconcile and sums_reconcile (the file = PostgreSQL + the restored rejects), no_conflicts (warns).",
 )
+
+
+@dg.op(name="rollback_file", description=SPEC.description)
 def rollback_file(
-    context: dg.AssetExecutionContext, target: PostgresTarget, export: ExportFile, source: SqliteSource
-) -> dg.MaterializeResult:
+    context: dg.OpExecutionContext, target: PostgresTarget, export: ExportFile, source: SqliteSource
+) -> None:
     try:
         path = export.destination()
         context.log.info(f"rollback file: writing {path} from PostgreSQL at {target.describe()}")
-        done = rollback.export(target, path, source.chunk_rows, context.log.info)
+        done = rollback.export(target, path, source.rows_per_chunk, context.log.info)
     except MigrationError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except psycopg2.Error as exc:
@@ -99,8 +86,11 @@ def rollback_file(
         heads, [[f"{v:,}" if isinstance(v, int) else v for v in row.values()] for row in table]
     )
     context.log.info(f"rollback file written in {done.seconds:.1f} s: {done.path}\n{summary}")
-    return dg.MaterializeResult(
-        metadata={
+    recorded(
+        context,
+        SPEC,
+        None,
+        {
             "path": dg.MetadataValue.path(done.path),
             "tables": dg.MetadataValue.md(markdown_table(table, limit=20)),
             "dagster/row_count": sum(t.file_rows for t in done.tables),
@@ -109,5 +99,24 @@ def rollback_file(
             "seconds": done.seconds,
             "source": target.describe(),
         },
-        check_results=check_results(done),
     )
+    results = check_results(done)
+    checked(context, SPEC, results)
+    failed = [r.check_name for r in results if not r.passed and r.severity == dg.AssetCheckSeverity.ERROR]
+    if failed:  # the blocking checks of the asset this was: the file must not be trusted
+        raise dg.Failure(
+            description=f"rollback file {done.path} does not reconcile with PostgreSQL: {', '.join(failed)} "
+            "failed (see the checks' metadata); do not use it.",
+            allow_retries=False,
+        )
+
+
+@dg.job(
+    name="rollback_export",
+    config=runlog.LOG_CONFIG,
+    logger_defs={"console": runlog.console},
+    description="Write PostgreSQL's current state, every rejected row restored, into a new SQLite file in the "
+    "app's own schema (env EXPORT_SQLITE_PATH): the rollback after a cutover. Reads PostgreSQL only.",
+)
+def rollback_export():
+    rollback_file()

@@ -1,0 +1,76 @@
+"""Settings read at run time, each with where its value came from.
+
+A resource field left unset (None) falls back to its environment variable, then to its documented
+default. Dagster replaces a resource's whole config when a run sets one field, so a value baked in at
+import time would be lost; a None field never hides the environment. Errors name the setting and say
+where its value came from, so a user never chases a value they did not give.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent_migration.errors import MigrationError
+
+
+class SettingError(MigrationError):
+    """A setting whose value cannot be used; the message names it and where it came from."""
+
+
+@dataclass(frozen=True)
+class Env:
+    """One setting: its environment variable, its resource field, its default and how to read its text."""
+
+    env: str
+    field: str  # `resource.field` as in run config
+    default: Any
+    parse: Callable[[str], Any] = str
+    rule: str = ""  # what a valid value is, for the error message
+    valid: Callable[[Any], bool] = lambda _v: True
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    value: Any
+    origin: str  # "environment", "run config" or "default"
+    field: str
+
+    @property
+    def where(self) -> str:
+        if self.origin == "environment":
+            return f"from env {self.name}"
+        if self.origin == "run config":
+            return f"from the resource config {self.field}"
+        return f"the default; set env {self.name} or the resource config {self.field}"
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.value!r}"
+
+
+def resolve(spec: Env, configured: Any) -> Setting:
+    """The value of `spec`: the resource config if set, else the environment (read now), else the default."""
+    if configured is not None:
+        setting = Setting(spec.env, configured, "run config", spec.field)
+    elif (raw := os.environ.get(spec.env, "").strip()) != "":
+        try:
+            value = spec.parse(raw)
+        except ValueError:
+            raise SettingError(f"{spec.env} must be {spec.rule or 'valid'}, not {raw!r} (from env {spec.env}).") from None
+        setting = Setting(spec.env, value, "environment", spec.field)
+    else:
+        setting = Setting(spec.env, spec.default, "default", spec.field)
+    if not spec.valid(setting.value):
+        raise SettingError(f"{setting.name} must be {spec.rule}, not {setting.value!r} ({setting.where}).")
+    return setting
+
+
+def positive(v) -> bool:
+    return v is not None and v > 0
+
+
+def not_negative(v) -> bool:
+    return v is not None and v >= 0
