@@ -15,7 +15,9 @@ from types import SimpleNamespace
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from agent_migration.definitions import defs
 from agent_migration.sample import write_sample
 from agent_migration_tests.conftest import query
 from agent_migration_tests.servers import free_port, graphql, start, stop, wait_until_up
@@ -42,6 +44,8 @@ RUN_TIMEOUT_S = 300
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 RUNS = "{ runsOrError { ... on Runs { results { runId status } } } }"
+MATERIALIZED = """query ($runId: ID!) { logsForRun(runId: $runId) { ... on EventConnection { events {
+  __typename ... on MaterializationEvent { assetKey { path } } } } } }"""
 FAILURES = """query ($runId: ID!) { logsForRun(runId: $runId) { ... on EventConnection { events {
   __typename ... on ExecutionStepFailureEvent { stepKey error { message } } ... on RunFailureEvent { message }
 } } } }"""
@@ -61,13 +65,14 @@ def dagster_dev(tmp_path, pg_url):
     port = free_port()
     log = tmp_path / "dagster-dev.log"
     env = {**os.environ, "SQLITE_PATH": str(sqlite_path), "DATABASE_URL": pg_url, "DAGSTER_HOME": str(home)}
+    env = {k: v for k, v in env.items() if k not in ("EXPORT_SQLITE_PATH", "MIGRATION_BACKUP_DIR")}
     dagster = Path(sys.executable).with_name("dagster")
     cmd = [str(dagster), "dev", "-m", "agent_migration", "-p", str(port), "-h", "127.0.0.1"]
     proc = start(cmd, work, env, log)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_up(base, proc, log)
-        yield SimpleNamespace(url=base, pg_url=pg_url, log=log)
+        yield SimpleNamespace(url=base, pg_url=pg_url, log=log, work=work)
     finally:
         stop(proc)
 
@@ -112,11 +117,22 @@ def show_whole_graph(page: Page) -> None:
     page.get_by_role("button", name="Hide navigation").click()
     page.locator("button", has=page.locator('[aria-label="panel_show_right"]')).click()  # the group tree
     settings = page.locator("button", has=page.locator('[aria-label="settings"]')).last  # the graph's
-    settings.click()
-    page.get_by_role("menuitem", name="vertical orientation").click()
-    settings.click()
+    choose(page, settings, "vertical orientation")
     # Expanding changes the layout, and a new layout is fitted to the window's width.
-    page.get_by_role("menuitem", name="Expand all groups").click()
+    choose(page, settings, "Expand all groups")
+
+
+def choose(page: Page, menu, item: str, tries: int = 5) -> None:
+    """Open `menu` and click `item`; the graph re-renders while it lays out, which can detach an open menu."""
+    for attempt in range(tries):
+        menu.click()
+        try:
+            page.get_by_role("menuitem", name=item).click(timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+            if attempt == tries - 1:
+                raise
     page.keyboard.press("Escape")
 
 
@@ -125,7 +141,10 @@ def test_materialize_all_in_the_ui(dagster_dev, page: Page):
 
     # The global asset lineage page holds "Materialize all"; nothing needs config, so it launches at once.
     page.goto(f"{server.url}/asset-groups")
-    page.get_by_role("button", name="Materialize all").click()
+    migrate = defs.resolve_job_def("migrate").asset_layer.selected_asset_keys
+    button = page.get_by_role("button", name="Materialize all")
+    expect(button).to_have_text(f"Materialize all ({len(migrate)})")  # the migration's assets, no others
+    button.click()
     launched = page.get_by_text(re.compile(r"Launched run \w{8}"))  # a toast, with the run's short id
     expect(launched).to_be_visible()
     run = wait_for_run(server, launched.inner_text().split()[-1])
@@ -133,6 +152,14 @@ def test_materialize_all_in_the_ui(dagster_dev, page: Page):
     page.goto(f"{server.url}/runs")
     run_link = page.get_by_role("link", name=f"run {run['runId'][:8]}")
     expect(page.locator("[data-index]", has=run_link)).to_contain_text("Success")  # its row, virtualized
+
+    # "Materialize all" is the migration: exactly migrate's assets ran; no preflight pass, no rollback file.
+    events = graphql(server.url, MATERIALIZED, runId=run["runId"])["logsForRun"]["events"]
+    ran = {"/".join(e["assetKey"]["path"]) for e in events if e["__typename"] == "MaterializationEvent"}
+    assert ran == {k.to_user_string() for k in migrate}, ran
+    assert not any(name.startswith("preflight") or name == "rollback_file" for name in ran)
+    assert not (server.work / ".migration" / "exports").exists(), "no rollback file was written"
+    assert not (server.work / ".migration" / "preflight").exists(), "no preflight pass ran"
 
     tables = query(server.pg_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
     assert not TABLES - {name for (name,) in tables}, tables
