@@ -55,6 +55,9 @@ SOURCE = {
 TARGET = {
     "database_url": Env("DATABASE_URL", "target.database_url", None),
     "embedded_dir": Env("EMBEDDED_PG_DIR", "target.embedded_dir", embedded.DEFAULT_DIR),
+    "connections": Env(
+        "MIGRATION_PG_CONNECTIONS", "target.connections", 3, int, "a whole number of connections, 1 or more", positive
+    ),
 }
 
 
@@ -282,6 +285,11 @@ class PostgresTarget(dg.ConfigurableResource):
     )
     embedded_dir: str | None = Field(
         default=None, description=f"Data folder of the embedded server (env EMBEDDED_PG_DIR; default {embedded.DEFAULT_DIR})."
+    )
+    connections: int | None = Field(
+        default=None,
+        description="Connections a first load copies and builds indexes on at once (env MIGRATION_PG_CONNECTIONS; "
+        "default 3; 1: one transaction on one connection, as a re-sync always is).",
     )
     statement_timeout_s: int = Field(default=900, description="Longest a single statement may run.")
     connect_timeout_s: int = Field(default=10, description="Longest wait for a connection.")

@@ -88,14 +88,16 @@ def resources(sqlite_path: Path, pg_url: str, tmp_path: Path) -> dict:
     }
 
 
-def run_migration(sqlite_path: Path, pg_url: str, tmp_path: Path, raise_on_error: bool = True):
+def run_migration(
+    sqlite_path: Path, pg_url: str, tmp_path: Path, raise_on_error: bool = True, resources_override: dict | None = None
+):
     """Materialize every asset and check of the project, in process, against real files and servers."""
     home = tmp_path / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         return dg.materialize(
             [*ASSETS, *CHECKS],
-            resources=resources(sqlite_path, pg_url, tmp_path),
+            resources=resources_override or resources(sqlite_path, pg_url, tmp_path),
             instance=instance,
             raise_on_error=raise_on_error,
         )

@@ -107,9 +107,13 @@ def test_preflight_and_migrate_refuse_a_misfit_source_naming_agents_gene(tmp_pat
     assert pre.returncode != 0
     summary = last_info(output(pre))
     assert table_row(summary, "agents")[1:5] == ["101", "0", "101", "100.0%"]
-    verdict = next(line for line in summary if line.startswith("migrate would FAIL: "))
+    assert "verdict: the ERROR line that follows" in summary
+    # The verdict once, as the run's ERROR line (no trace: a refusal is no crash).
+    errors = [line for line in output(pre).splitlines() if " - ERROR - " in line and "migrate would fail: " in line]
+    assert len(errors) == 1, errors
+    verdict = errors[0].split(" - preflight_summary - ", 1)[1]
     assert verdict.startswith(
-        f"migrate would FAIL: reject budget exceeded: agents: 101 of 101 source rows would be rejected (100.0%): {GENE}"
+        f"migrate would fail: reject budget exceeded: agents: 101 of 101 source rows would be rejected (100.0%): {GENE}"
     )
     assert (
         "chat_messages: 209 of 210 source rows would be rejected (99.5%), because 101 of 101 agents are rejected"

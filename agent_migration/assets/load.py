@@ -153,9 +153,10 @@ def publish(
     tables: dict[str, CleanTable] = {t.name: clean[f"clean_{t.name}"] for t in SOURCE_TABLES}
     try:
         with target.connect() as conn, conn.cursor() as cur:
-            changes = publishing.publish_all(
+            published = publishing.publish_all(
                 cur, target, source_snapshot, derived_users, tables, context.run_id, context.log.info
             )
+            changes = published.changes
             conn.commit()
             counts = publishing.table_counts(cur)
     except (MigrationError, merge.ConcurrentRun, cutover.CutoverDone) as exc:
@@ -171,6 +172,8 @@ def publish(
         "target": target.describe(),
         "source_backup": dg.MetadataValue.path(source_snapshot.path),
         "load_seconds": round(seconds, 3),
+        "load_phases_seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in published.phases.items()}),
+        "connections": published.connections,
         "rows_per_second": round(loaded / max(seconds, 1e-9)),
     }
     for table in TARGET_TABLES:

@@ -130,8 +130,8 @@ def run_scale(scale: str, args, workdir: Path, admin_url: str, shared: dict, ski
         start = time.perf_counter()
         write_reject_heavy(bench.pristine, bench.rejects, overwrite=True)
         source["reject_heavy_s"] = round(time.perf_counter() - start, 2)
-    runs = [run_once(bench, rep) for rep in range(1, args.repeat + 1)]
-    return summarize(bench, runs, source, shared)
+    done = [run_once(bench, rep) for rep in range(1, args.repeat + 1)]
+    return summarize(bench, [r for r, _ in done], source, shared, [p for _, p in done])
 
 
 def write_json(path: Path, shared: dict, reports: dict[str, dict]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 
 from agent_migration.benchmark.measure import MIB, Measurement
+from agent_migration.benchmark.phases import PHASES
 from agent_migration.benchmark.steps import STEPS, Bench
 
 HEADER = ("step", "wall s", "rows/s", "peak RSS largest (MiB)", "peak RSS sum (MiB)", "× migrate")
@@ -46,7 +47,18 @@ def reject_heavy(steps: dict) -> dict | None:
     return {f"{name}_x_migrate": ratio(rejects[key], clean[key]) for key, name in keys.items()}
 
 
-def summarize(bench: Bench, runs: list[dict], source: dict, context: dict) -> dict:
+def phase_medians(phases: list[dict]) -> dict[str, dict[str, float]]:
+    """Per Dagster job step, the median seconds of each phase over the runs."""
+    found: dict[str, dict[str, float]] = {}
+    for step in STEPS:
+        runs = [p[step] for p in phases if step in p]
+        names = list(dict.fromkeys(n for r in runs for n in r))
+        if runs:
+            found[step] = {n: round(statistics.median(r.get(n, 0.0) for r in runs), 2) for n in names}
+    return found
+
+
+def summarize(bench: Bench, runs: list[dict], source: dict, context: dict, phases: list[dict] = ()) -> dict:
     """One scale's report: `context` (command, date, machine, target), the source, every step."""
     steps = {}
     for name, label in STEPS.items():
@@ -65,6 +77,7 @@ def summarize(bench: Bench, runs: list[dict], source: dict, context: dict) -> di
         "repeat": len(runs),
         "pgloader": bench.status("pgloader"),
         "steps": steps,
+        "phases": phase_medians(list(phases)),
         "reject_heavy": reject_heavy(steps),
     }
 
@@ -81,7 +94,12 @@ def table(steps: dict) -> list[str]:
         + [_fmt(s[key], ".2f") for key in RATIOS]
         for s in steps.values()
     ]
-    widths = [max(len(row[i]) for row in [HEADER, *rows]) for i in range(len(HEADER))]
+    return grid(list(HEADER), rows)
+
+
+def grid(heads: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in [heads, *rows]) for i in range(len(heads))]
 
     def line(cells) -> str:
         padded = [
@@ -92,7 +110,7 @@ def table(steps: dict) -> list[str]:
     rule = (
         "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
     )
-    return [line(HEADER), rule, *map(line, rows)]
+    return [line(heads), rule, *map(line, rows)]
 
 
 def notes(report: dict) -> str:
@@ -131,5 +149,17 @@ def markdown(report: dict) -> str:
             *table(report["steps"]),
             "",
             notes(report),
+            *phase_table(report.get("phases", {}), report["steps"]),
         ]
     )
+
+
+def phase_table(phases: dict, steps: dict) -> list[str]:
+    """Where each Dagster run's time went (seconds per phase, from the run's own step records)."""
+    if not phases:
+        return []
+    names = [n for n in PHASES if any(n in p for p in phases.values())]
+    heads = ["phase (s)", *(steps[s]["label"] for s in phases)]
+    rows = [[n, *(_fmt(p.get(n), ".2f") for p in phases.values())] for n in names]
+    rows.append(["total (wall)", *(_fmt(steps[s].get("wall_s"), ".2f") for s in phases)])
+    return ["", "Where the time goes:", "", *grid(heads, rows)]

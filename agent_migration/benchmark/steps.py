@@ -12,6 +12,7 @@ from pathlib import Path
 from agent_migration.benchmark.databases import change_one_percent, count_rows, recreate
 from agent_migration.benchmark.limits import run_arrow_limit, run_copy_limit, run_pgloader
 from agent_migration.benchmark.measure import Measurement, StepFailed, measure
+from agent_migration.benchmark.phases import phases_of
 
 PROJECT = Path(__file__).resolve().parents[2]  # the job runs this copy of agent_migration
 DATABASES = {
@@ -35,6 +36,7 @@ NOT_FATAL = ("pgloader", "migrate_rejects")  # a failure is reported; the other 
 REJECTS_ENV = {"MIGRATION_MAX_REJECT_SHARE": "1"}  # the reject-heavy run: no share of rejects stops it
 
 Results = dict[str, tuple[Measurement, int]]  # step -> (measurement, source rows)
+JOBS = ("migrate", "resync_nochange", "resync_1pct", "migrate_rejects")  # Dagster runs: phases from their records
 
 
 @dataclass
@@ -89,14 +91,16 @@ class Run:
     """The steps of one repetition: each measured, reported on stderr, failures handled."""
 
     def __init__(self, bench: Bench, rep: int):
-        self.bench, self.rep, self.results = bench, rep, {}
+        self.bench, self.rep, self.results, self.phases = bench, rep, {}, {}
 
-    def step(self, name: str, run: Callable[[Path], Measurement], rows: int) -> None:
+    def step(self, name: str, run: Callable[[Path], Measurement], rows: int, home: Path | None = None) -> None:
         if name in self.bench.skipped:
             return
         log = self.bench.log(self.rep, name)
         m = run(log)
         self.results[name] = (m, rows)
+        if home is not None and m.returncode == 0:
+            self.phases[name] = phases_of(home / "dagster_home", m.wall)
         outcome = "ok" if m.returncode == 0 else f"FAILED (exit {m.returncode})"
         print(
             f"[{self.bench.scale} run {self.rep}] {name}: {m.wall:.2f} s, {outcome}",
@@ -131,16 +135,16 @@ def run_once(bench: Bench, rep: int) -> Results:
         return measure(job, log, cwd=workdir, env=env)
 
     rows = sum(count_rows(source).values())
-    run.step("migrate", migrate, rows)
-    run.step("resync_nochange", migrate, rows)
+    run.step("migrate", migrate, rows, workdir)
+    run.step("resync_nochange", migrate, rows, workdir)
     bench.changed = change_one_percent(source)
     rows = sum(count_rows(source).values())
-    run.step("resync_1pct", migrate, rows)
+    run.step("resync_1pct", migrate, rows, workdir)
     run.step("pgloader", lambda log: run_pgloader(workdir, source, urls["pgloader"], log), rows)
     copy, server_side = urls["copy"], bench.server_side
     run.step("copy_limit", lambda log: run_copy_limit(workdir, source, copy, server_side, log), rows)
     run.step("arrow_limit", lambda log: run_arrow_limit(workdir, source, urls["arrow"], log), rows)
     if "migrate_rejects" not in bench.skipped:
         rows = sum(count_rows(bench.rejects).values())
-        run.step("migrate_rejects", lambda log: migrate_rejects(bench, urls["rejects"], log), rows)
-    return run.results
+        run.step("migrate_rejects", lambda log: migrate_rejects(bench, urls["rejects"], log), rows, workdir / "rejects")
+    return run.results, run.phases

@@ -28,12 +28,15 @@ def _budget(target: PostgresTarget):
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
-SOURCE_SPEC = dg.AssetSpec(
+def _spec(name: str, kinds: set[str], description: str, deps=()) -> dg.AssetSpec:
+    """An external asset of the preflight group: its op records each run's findings on it."""
+    return dg.AssetSpec(name, group_name=GROUP, kinds=kinds, owners=OWNERS, deps=deps, description=description)
+
+
+SOURCE_SPEC = _spec(
     "preflight_source",
-    group_name=GROUP,
-    kinds={"sqlite"},
-    owners=OWNERS,
-    description="One copy of the live source (online backup API, kept in .migration/preflight, apart from "
+    {"sqlite"},
+    "One copy of the live source (online backup API, kept in .migration/preflight, apart from "
     "migrate's backups), its tables counted, its users derived; what the plan does not carry listed.",
 )
 
@@ -60,12 +63,10 @@ def preflight_source(context: dg.OpExecutionContext, source: SqliteSource, targe
     )
 
 
-TARGET_SPEC = dg.AssetSpec(
+TARGET_SPEC = _spec(
     "preflight_target",
-    group_name=GROUP,
-    kinds={"postgres"},
-    owners=OWNERS,
-    description="The target, read only: connection, privileges migrate needs, app tables of another shape, "
+    {"postgres"},
+    "The target, read only: connection, privileges migrate needs, app tables of another shape, "
     "a recorded cutover. Check target_ready: migrate could write here.",
 )
 
@@ -133,12 +134,10 @@ def _checked(done: TableAssessment, budget) -> list[dg.AssetCheckResult]:
 
 
 def table_spec(table: Table) -> dg.AssetSpec:
-    return dg.AssetSpec(
+    return _spec(
         f"preflight_{table.name}",
-        group_name=GROUP,
-        kinds={"sqlite", "pandas", "arrow"},
-        owners=OWNERS,
-        description=f"{table.source} through migrate's row rules, chunk by chunk, nothing written: rows that "
+        {"sqlite", "pandas", "arrow"},
+        f"{table.source} through migrate's row rules, chunk by chunk, nothing written: rows that "
         "would load or be rejected (per reason, with samples), and each column against its target type. "
         "Checks: within_reject_budget (the share within MIGRATION_MAX_REJECT_SHARE), rows_rejected (warns).",
     )
@@ -187,14 +186,12 @@ def table_op(table: Table) -> dg.OpDefinition:
 TABLE_OPS = {t.name: table_op(t) for t in SOURCE_TABLES}
 
 
-SUMMARY_SPEC = dg.AssetSpec(
+SUMMARY_SPEC = _spec(
     "preflight_summary",
-    group_name=GROUP,
-    kinds={"sqlite", "postgres"},
-    owners=OWNERS,
+    {"sqlite", "postgres"},
+    "The verdict: would migrate succeed? Logged as the run's last lines; the run fails, saying why, when "
+    "migrate would fail.",
     deps=[SOURCE_SPEC, TARGET_SPEC, *(table_spec(t) for t in SOURCE_TABLES)],
-    description="The verdict: would migrate succeed? Logged as the run's last lines; the run fails, saying "
-    "why, when migrate would fail.",
 )
 
 

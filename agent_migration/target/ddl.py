@@ -30,15 +30,18 @@ def reported_type(col: Col) -> str:
     return _REPORTED[t]
 
 
-def column_sql(col: Col) -> sql.Composable:
+def references_sql(col: Col) -> sql.Composable:
+    table, column = col.references.rstrip(")").split("(")
+    on_delete = f" ON DELETE {col.on_delete}" if col.on_delete else ""
+    return sql.SQL("REFERENCES {}({}){}").format(sql.Identifier(table), sql.Identifier(column), sql.SQL(on_delete))
+
+
+def column_sql(col: Col, references: bool = True) -> sql.Composable:
     parts = [sql.Identifier(col.name), sql.SQL(col.sql_type)]
     if col.primary_key:
         parts.append(sql.SQL("PRIMARY KEY"))
-    if col.references:
-        table, column = col.references.rstrip(")").split("(")
-        parts.append(sql.SQL("REFERENCES {}({})").format(sql.Identifier(table), sql.Identifier(column)))
-        if col.on_delete:
-            parts.append(sql.SQL("ON DELETE " + col.on_delete))
+    if col.references and references:
+        parts.append(references_sql(col))
     if col.unique:
         parts.append(sql.SQL("UNIQUE"))
     if col.not_null:
@@ -50,18 +53,36 @@ def column_sql(col: Col) -> sql.Composable:
     return sql.SQL(" ").join(parts)
 
 
-def create_table(table: Table) -> sql.Composable:
+def create_table(table: Table, schema: str = SCHEMA, references: bool = True) -> sql.Composable:
+    """The table as the plan has it; without `references`, no foreign keys (see `foreign_keys`)."""
     return sql.SQL("CREATE TABLE IF NOT EXISTS {}.{} (\n  {}\n)").format(
-        sql.Identifier(SCHEMA),
+        sql.Identifier(schema),
         sql.Identifier(table.name),
-        sql.SQL(",\n  ").join(column_sql(c) for c in table.columns),
+        sql.SQL(",\n  ").join(column_sql(c, references) for c in table.columns),
     )
 
 
-def create_index(table: Table, index: Index) -> sql.Composable:
+def foreign_keys(table: Table, schema: str = SCHEMA) -> list[sql.Composable]:
+    """The table's foreign keys as ALTER TABLE statements, named as PostgreSQL names an inline REFERENCES
+    (so a table built in steps has the same catalog as one created whole); the referenced table is found
+    on the search_path, as in `create_table`."""
+    return [
+        sql.SQL("ALTER TABLE {}.{} ADD CONSTRAINT {} FOREIGN KEY ({}) {}").format(
+            sql.Identifier(schema),
+            sql.Identifier(table.name),
+            sql.Identifier(f"{table.name}_{c.name}_fkey"),
+            sql.Identifier(c.name),
+            references_sql(c),
+        )
+        for c in table.columns
+        if c.references
+    ]
+
+
+def create_index(table: Table, index: Index, schema: str = SCHEMA) -> sql.Composable:
     return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{}{} ({})").format(
         sql.Identifier(index.name),
-        sql.Identifier(SCHEMA),
+        sql.Identifier(schema),
         sql.Identifier(table.name),
         sql.SQL(f" USING {index.using}" if index.using else ""),
         sql.SQL(", ").join(map(sql.Identifier, index.columns)),

@@ -278,6 +278,7 @@ def publish(
     rejects: list[Rows],
     log: Callable[[str], None] = print,
     scopes: dict[str, dict] | None = None,
+    phases: dict[str, float] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Load the frames into the app tables, in FK order; return per-table change counts.
 
@@ -286,8 +287,11 @@ def publish(
     a target table name (users and the source tables) to its loadable rows (`Rows`); `columns` its column -> type.
     `scopes` (a change-only re-sync) maps each source table to the target `keys` and source `rowids`
     its frame redid: target rows and rejects outside them stay as they are. Without it, the frames are
-    whole tables. The caller holds the transaction (and the lock) and commits.
+    whole tables. The caller holds the transaction (and the lock) and commits. `phases` gets the seconds
+    spent copying and merging ("copy") and building indexes and keys ("indexes").
     """
+    phases = {} if phases is None else phases
+    started = time.monotonic()
     cur.execute("SET LOCAL maintenance_work_mem TO '256MB'")
     changes: dict[str, dict[str, int]] = {}
     ordered = [USERS, *source_tables]
@@ -317,10 +321,12 @@ def publish(
             keys = scopes[table.name]["keys"] if scopes else None
             changes[table.name]["deleted"] = delete_missing(cur, table, keys)
     t0 = time.monotonic()
+    phases["copy"] = t0 - started
     for statement in restore:
         cur.execute(statement)
     for table in empty:  # fresh statistics, so the checks that follow plan with the real row counts
         cur.execute(sql.SQL("ANALYZE {}").format(target(table)))
+    phases["indexes"] = time.monotonic() - t0
     if restore:
         log(f"rebuilt {len(restore)} indexes and foreign keys in {time.monotonic() - t0:.1f} s")
     listings = sync_listings(cur)

@@ -7,6 +7,8 @@ straight into the empty tables, a re-sync stages and merges (see `merge.py`).
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
@@ -20,8 +22,8 @@ from agent_migration.resources import MigrationError, PostgresTarget, redact
 from agent_migration.rules.exact import Username
 from agent_migration.rules.streaming import REJECT_SCHEMA, target_schema
 from agent_migration.source import delta
-from agent_migration.tables import SOURCE_TABLES, TARGET_TABLES, USERS
-from agent_migration.target import cutover, merge
+from agent_migration.tables import MARKETPLACE_LISTINGS, SOURCE_TABLES, TARGET_TABLES, USERS
+from agent_migration.target import cutover, merge, parallel
 from agent_migration.target.copy import Rows
 
 REJECTED_ROWS = "rejected_rows"  # the asset of migration.rejected_rows
@@ -151,10 +153,42 @@ def record_run(cur, snap: Snapshot, run_id: str, locked_at, changes: dict) -> No
     )
 
 
+@dataclass(frozen=True)
+class Published:
+    changes: dict  # per target table: inserted, updated, deleted (and rejected for the source tables)
+    phases: dict  # seconds: "copy", "indexes" (and "stage", "parallel", "swap" on a parallel first load)
+    connections: int  # connections the load used
+
+
+def first_load(cur) -> bool:
+    """Every app table empty: what a parallel load may replace whole."""
+    return all(merge.is_empty(cur, t) for t in TARGET_TABLES)
+
+
+def load_in_parallel(cur, target: PostgresTarget, users, clean, run_id: str, workers: int, log) -> tuple[dict, dict]:
+    """A first load built on `workers` connections in the stage schema, swapped in by `cur`'s transaction."""
+    frames = rows_to_load(users, clean)
+    phases = parallel.build(target.connect, frames, column_types(), rejects_to_load(clean, run_id), merge.REJECT_TYPES, workers)
+    started = time.monotonic()
+    parallel.swap(cur)
+    listings = merge.sync_listings(cur)
+    for table in TARGET_TABLES:
+        merge.advance_sequence(cur, table)
+    phases["swap"] = time.monotonic() - started
+    log(
+        f"first load on {workers} connections: stage {phases['stage']:.1f} s, copy and build {phases['parallel']:.1f} s "
+        f"(copy {phases.get('copy', 0):.1f} s, indexes and keys {phases.get('indexes', 0):.1f} s summed over "
+        f"connections), swap {phases['swap']:.1f} s"
+    )
+    changes = {name: {"inserted": rows.count, "updated": 0, "deleted": 0} for name, rows in frames.items()}
+    changes[MARKETPLACE_LISTINGS.name] = {"inserted": listings["inserted"], "updated": 0, "deleted": 0}
+    return changes, phases
+
+
 def publish_all(
     cur, target: PostgresTarget, snap: Snapshot, users, clean: dict[str, CleanTable], run_id: str, log
-):
-    """The whole publish, in the caller's transaction: lock, checks, load or merge, record. -> changes."""
+) -> Published:
+    """The whole publish, in the caller's transaction: lock, checks, load or merge, record."""
     scopes = change_scopes(snap, users, clean)
     merge.lock(cur, wait_s=target.lock_wait_s)
     cutover.refuse_after_cutover(cur)
@@ -162,10 +196,15 @@ def publish_all(
         check_baseline(cur, snap.baseline)
     cur.execute("SELECT clock_timestamp() AT TIME ZONE 'UTC'")
     locked_at = cur.fetchone()[0]
+    phases: dict[str, float] = {}
+    workers = target.setting("connections").value
     if scopes is not None and nothing_to_merge(scopes, snap):
         log("no source row changed since the last published run: nothing to merge")
         changes = {t.name: {"inserted": 0, "updated": 0, "deleted": 0} for t in TARGET_TABLES}
+    elif scopes is None and workers > 1 and first_load(cur):
+        changes, phases = load_in_parallel(cur, target, users, clean, run_id, workers, log)
     else:
+        workers = 1
         changes = merge.publish(
             cur,
             rows_to_load(users, clean),
@@ -174,8 +213,9 @@ def publish_all(
             rejects_to_load(clean, run_id),
             log,
             scopes,
+            phases,
         )
     for table in SOURCE_TABLES:
         changes[table.name]["rejected"] = clean[table.name].rejected
     record_run(cur, snap, run_id, locked_at, changes)
-    return changes
+    return Published(changes, phases, workers)

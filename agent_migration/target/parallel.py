@@ -1,0 +1,134 @@
+"""A first load on several connections, published atomically by a swap.
+
+One transaction cannot span connections, so a first load (every app table empty) is built apart: in the
+schema `migration_stage`, over `connections` committing connections, each table is copied (binary COPY),
+then its secondary indexes and foreign keys are built and it is analyzed, each statement as soon as what
+it needs is there, so the server's cores build one table's indexes while another table is still copied.
+The caller's transaction, which holds the advisory lock and the cutover gate, then swaps the built tables
+in for the empty ones (`swap`) and records the run: until it commits, a user sees the previous state. A
+run killed before that leaves only `migration_stage`, which the next run drops first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from psycopg2 import sql
+
+from agent_migration.tables import TARGET_TABLES, Table
+from agent_migration.target import ddl, faults
+from agent_migration.target.copy import Rows, copy_batches
+from agent_migration.target.workers import Task, run_tasks
+
+STAGE = "migration_stage"
+REJECTS = "rejected_rows"
+
+
+def _in_stage(name: str) -> sql.Composable:
+    return sql.SQL("{}.{}").format(sql.Identifier(STAGE), sql.Identifier(name))
+
+
+def prepare(cur) -> None:
+    """A fresh stage schema: whatever a killed run left there goes first."""
+    cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(STAGE)))
+    cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(STAGE)))
+    for table in TARGET_TABLES:  # without foreign keys and secondary indexes: built after the copy
+        cur.execute(ddl.create_table(table, STAGE, references=False))
+    cur.execute(
+        sql.SQL("CREATE TABLE {} (LIKE migration.rejected_rows INCLUDING DEFAULTS)").format(_in_stage(REJECTS))
+    )
+
+
+def _copy(name: str, rows: Rows, types: dict[str, str]) -> Callable:
+    def run(cur) -> None:
+        copy_batches(cur, _in_stage(name), rows.full_schema, rows.batches(), types, lambda _n: faults.here("copy"))
+
+    return run
+
+
+def _statement(statement: sql.Composable, point: str) -> Callable:
+    def run(cur) -> None:
+        faults.here(point)
+        cur.execute(statement)
+
+    return run
+
+
+def _table_tasks(table: Table, rows: Rows | None, types: dict[str, str], copied: set[str]) -> list[Task]:
+    """Copy, then each secondary index and foreign key (after the referenced table's copy), then ANALYZE."""
+    copy = f"copy {table.name}"
+    first = (copy,) if rows is not None else ()
+    tasks = [Task(copy, _copy(table.name, rows, types), phase="copy")] if rows is not None else []
+    for index in table.indexes:
+        statement = ddl.create_index(table, index, STAGE)
+        tasks.append(Task(f"index {index.name}", _statement(statement, "index"), first, "indexes"))
+    refs = [c for c in table.columns if c.references]
+    for col, statement in zip(refs, ddl.foreign_keys(table, STAGE), strict=True):
+        parent = col.references.split("(")[0]
+        needs = first + ((f"copy {parent}",) if parent != table.name and parent in copied else ())
+        tasks.append(Task(f"foreign key {table.name}.{col.name}", _statement(statement, "index"), needs, "indexes"))
+    analyze = _statement(sql.SQL("ANALYZE {}").format(_in_stage(table.name)), "index")
+    tasks.append(Task(f"analyze {table.name}", analyze, (*first, *(t.name for t in tasks[len(first):])), "indexes"))
+    return tasks
+
+
+def _reject_tasks(rejects: list[Rows], types: dict[str, str]) -> list[Task]:
+    copies = [
+        Task(f"copy rejects {i}", _copy(REJECTS, rows, types), phase="copy")
+        for i, rows in enumerate(rejects)
+        if rows.count
+    ]
+    after = tuple(t.name for t in copies)
+    index = sql.SQL("CREATE INDEX rejected_rows_table ON {} (source_table)").format(_in_stage(REJECTS))
+    analyze = sql.SQL("ANALYZE {}").format(_in_stage(REJECTS))
+    return copies + [
+        Task("index rejected_rows_table", _statement(index, "index"), after, "indexes"),
+        Task("analyze rejected_rows", _statement(analyze, "index"), (*after, "index rejected_rows_table"), "indexes"),
+    ]
+
+
+def tasks_for(
+    frames: dict[str, Rows], columns: dict[str, dict[str, str]], rejects: list[Rows], reject_types: dict[str, str]
+) -> list[Task]:
+    """Copies largest first (the longest starts at once); a table's builds are listed before the copies
+    still waiting, so a worker builds a copied table while another copies the next one."""
+    by_size = sorted(TARGET_TABLES, key=lambda t: -(frames[t.name].count if t.name in frames else 0))
+    tasks = [
+        task
+        for table in by_size
+        for task in _table_tasks(table, frames.get(table.name), columns.get(table.name, {}), set(frames))
+    ]
+    tasks += _reject_tasks(rejects, reject_types)
+    return [t for t in tasks if t.phase != "copy"] + [t for t in tasks if t.phase == "copy"]
+
+
+def build(connect, frames, columns, rejects, types, workers: int) -> dict[str, float]:
+    """Build every table in the stage schema over `workers` connections. -> seconds per phase."""
+    started = time.perf_counter()
+    with connect() as conn, conn.cursor() as cur:
+        prepare(cur)
+        conn.commit()
+    seconds = {"stage": time.perf_counter() - started}
+    tasks = tasks_for(frames, columns, rejects, types)
+    started = time.perf_counter()
+    timings = run_tasks(tasks, connect, workers, setup=lambda cur: cur.execute(f"SET search_path TO {STAGE}"))
+    seconds["parallel"] = time.perf_counter() - started
+    for task in tasks:
+        seconds[task.phase] = seconds.get(task.phase, 0.0) + timings.get(task.name, 0.0)
+    return seconds
+
+
+def swap(cur) -> None:
+    """In the caller's transaction: the built tables replace the empty app tables and rejected_rows."""
+    faults.here("swap")
+    names = sql.SQL(", ").join(
+        sql.SQL("{}.{}").format(sql.Identifier(ddl.SCHEMA), sql.Identifier(t.name)) for t in TARGET_TABLES
+    )
+    cur.execute(sql.SQL("DROP TABLE {}").format(names))
+    cur.execute("DROP TABLE migration.rejected_rows")
+    for table in TARGET_TABLES:
+        cur.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(_in_stage(table.name), sql.Identifier(ddl.SCHEMA)))
+    cur.execute(sql.SQL("ALTER TABLE {} SET SCHEMA migration").format(_in_stage(REJECTS)))
+    cur.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(STAGE)))
+    faults.here("swapped")
