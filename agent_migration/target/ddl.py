@@ -36,13 +36,13 @@ def references_sql(col: Col) -> sql.Composable:
     return sql.SQL("REFERENCES {}({}){}").format(sql.Identifier(table), sql.Identifier(column), sql.SQL(on_delete))
 
 
-def column_sql(col: Col, references: bool = True) -> sql.Composable:
+def column_sql(col: Col, references: bool = True, keys: bool = True) -> sql.Composable:
     parts = [sql.Identifier(col.name), sql.SQL(col.sql_type)]
-    if col.primary_key:
+    if col.primary_key and keys:
         parts.append(sql.SQL("PRIMARY KEY"))
     if col.references and references:
         parts.append(references_sql(col))
-    if col.unique:
+    if col.unique and keys:
         parts.append(sql.SQL("UNIQUE"))
     if col.not_null:
         parts.append(sql.SQL("NOT NULL"))
@@ -53,30 +53,49 @@ def column_sql(col: Col, references: bool = True) -> sql.Composable:
     return sql.SQL(" ").join(parts)
 
 
-def create_table(table: Table, schema: str = SCHEMA, references: bool = True) -> sql.Composable:
-    """The table as the plan has it; without `references`, no foreign keys (see `foreign_keys`)."""
+def create_table(table: Table, schema: str = SCHEMA, references: bool = True, keys: bool = True) -> sql.Composable:
+    """The table as the plan has it; without `references` no foreign keys (see `foreign_keys`), without
+    `keys` no primary key and unique constraints (see `key_constraints`): a table built in steps."""
     return sql.SQL("CREATE TABLE IF NOT EXISTS {}.{} (\n  {}\n)").format(
         sql.Identifier(schema),
         sql.Identifier(table.name),
-        sql.SQL(",\n  ").join(column_sql(c, references) for c in table.columns),
+        sql.SQL(",\n  ").join(column_sql(c, references, keys) for c in table.columns),
     )
 
 
-def foreign_keys(table: Table, schema: str = SCHEMA) -> list[sql.Composable]:
-    """The table's foreign keys as ALTER TABLE statements, named as PostgreSQL names an inline REFERENCES
-    (so a table built in steps has the same catalog as one created whole); the referenced table is found
-    on the search_path, as in `create_table`."""
-    return [
-        sql.SQL("ALTER TABLE {}.{} ADD CONSTRAINT {} FOREIGN KEY ({}) {}").format(
-            sql.Identifier(schema),
-            sql.Identifier(table.name),
-            sql.Identifier(f"{table.name}_{c.name}_fkey"),
-            sql.Identifier(c.name),
-            references_sql(c),
-        )
-        for c in table.columns
-        if c.references
-    ]
+def _alter(table: Table, schema: str) -> sql.Composable:
+    return sql.SQL("ALTER TABLE {}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
+
+
+# Constraints added after a bulk load are named as PostgreSQL names them inline (`<table>_pkey`,
+# `<table>_<column>_key`, `<table>_<column>_fkey`): a table built in steps has the catalog of one created whole.
+def key_constraints(table: Table, schema: str = SCHEMA) -> list[sql.Composable]:
+    """The primary key and unique constraints as ALTER TABLE statements."""
+    found = []
+    for c in table.columns:
+        if c.primary_key or c.unique:
+            name, kind = (f"{table.name}_pkey", "PRIMARY KEY") if c.primary_key else (f"{table.name}_{c.name}_key", "UNIQUE")
+            found.append(
+                sql.SQL("{} ADD CONSTRAINT {} {} ({})").format(
+                    _alter(table, schema), sql.Identifier(name), sql.SQL(kind), sql.Identifier(c.name)
+                )
+            )
+    return found
+
+
+def foreign_keys(table: Table, schema: str = SCHEMA) -> list[tuple[Col, sql.Composable, sql.Composable]]:
+    """Per foreign key: its column, the statement adding it NOT VALID (instant), and the one validating it
+    (which locks the tables less than adding it valid: index builds on the table go on meanwhile). The
+    referenced table is found on the search_path, as in `create_table`."""
+    found = []
+    for c in table.columns:
+        if c.references:
+            name = sql.Identifier(f"{table.name}_{c.name}_fkey")
+            add = sql.SQL("{} ADD CONSTRAINT {} FOREIGN KEY ({}) {} NOT VALID").format(
+                _alter(table, schema), name, sql.Identifier(c.name), references_sql(c)
+            )
+            found.append((c, add, sql.SQL("{} VALIDATE CONSTRAINT {}").format(_alter(table, schema), name)))
+    return found
 
 
 def create_index(table: Table, index: Index, schema: str = SCHEMA) -> sql.Composable:

@@ -34,7 +34,7 @@ def prepare(cur) -> None:
     cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(STAGE)))
     cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(STAGE)))
     for table in TARGET_TABLES:  # without foreign keys and secondary indexes: built after the copy
-        cur.execute(ddl.create_table(table, STAGE, references=False))
+        cur.execute(ddl.create_table(table, STAGE, references=False, keys=False))
     cur.execute(
         sql.SQL("CREATE TABLE {} (LIKE migration.rejected_rows INCLUDING DEFAULTS)").format(_in_stage(REJECTS))
     )
@@ -47,29 +47,31 @@ def _copy(name: str, rows: Rows, types: dict[str, str]) -> Callable:
     return run
 
 
-def _statement(statement: sql.Composable, point: str) -> Callable:
+def _statements(statements: list[sql.Composable], point: str) -> Callable:
     def run(cur) -> None:
         faults.here(point)
-        cur.execute(statement)
+        for statement in statements:
+            cur.execute(statement)
 
     return run
 
 
-def _table_tasks(table: Table, rows: Rows | None, types: dict[str, str], copied: set[str]) -> list[Task]:
-    """Copy, then each secondary index and foreign key (after the referenced table's copy), then ANALYZE."""
-    copy = f"copy {table.name}"
-    first = (copy,) if rows is not None else ()
-    tasks = [Task(copy, _copy(table.name, rows, types), phase="copy")] if rows is not None else []
+def _table_tasks(table: Table, rows: Rows | None, types: dict[str, str]) -> list[Task]:
+    """Copy; then the keys (one statement: ALTER TABLE locks the table whole); then each secondary index and
+    each foreign key's validation, which lock the table lightly enough to run side by side (a foreign key
+    also waits for the referenced table's keys); then ANALYZE."""
+    name = table.name
+    tasks = [Task(f"copy {name}", _copy(name, rows, types), phase="copy")] if rows is not None else []
+    keys = f"keys {name}"
+    tasks.append(Task(keys, _statements([*ddl.key_constraints(table, STAGE)], "index"), tuple(t.name for t in tasks), "indexes"))
     for index in table.indexes:
-        statement = ddl.create_index(table, index, STAGE)
-        tasks.append(Task(f"index {index.name}", _statement(statement, "index"), first, "indexes"))
-    refs = [c for c in table.columns if c.references]
-    for col, statement in zip(refs, ddl.foreign_keys(table, STAGE), strict=True):
+        tasks.append(Task(f"index {index.name}", _statements([ddl.create_index(table, index, STAGE)], "index"), (keys,), "indexes"))
+    for col, add, validate in ddl.foreign_keys(table, STAGE):
         parent = col.references.split("(")[0]
-        needs = first + ((f"copy {parent}",) if parent != table.name and parent in copied else ())
-        tasks.append(Task(f"foreign key {table.name}.{col.name}", _statement(statement, "index"), needs, "indexes"))
-    analyze = _statement(sql.SQL("ANALYZE {}").format(_in_stage(table.name)), "index")
-    tasks.append(Task(f"analyze {table.name}", analyze, (*first, *(t.name for t in tasks[len(first):])), "indexes"))
+        needs = (keys,) if parent == name else (keys, f"keys {parent}")
+        tasks.append(Task(f"foreign key {name}.{col.name}", _statements([add, validate], "index"), needs, "indexes"))
+    analyze = _statements([sql.SQL("ANALYZE {}").format(_in_stage(name))], "index")
+    tasks.append(Task(f"analyze {name}", analyze, tuple(t.name for t in tasks if t.name != f"copy {name}"), "indexes"))
     return tasks
 
 
@@ -83,8 +85,8 @@ def _reject_tasks(rejects: list[Rows], types: dict[str, str]) -> list[Task]:
     index = sql.SQL("CREATE INDEX rejected_rows_table ON {} (source_table)").format(_in_stage(REJECTS))
     analyze = sql.SQL("ANALYZE {}").format(_in_stage(REJECTS))
     return copies + [
-        Task("index rejected_rows_table", _statement(index, "index"), after, "indexes"),
-        Task("analyze rejected_rows", _statement(analyze, "index"), (*after, "index rejected_rows_table"), "indexes"),
+        Task("index rejected_rows_table", _statements([index], "index"), after, "indexes"),
+        Task("analyze rejected_rows", _statements([analyze], "index"), (*after, "index rejected_rows_table"), "indexes"),
     ]
 
 
@@ -97,7 +99,7 @@ def tasks_for(
     tasks = [
         task
         for table in by_size
-        for task in _table_tasks(table, frames.get(table.name), columns.get(table.name, {}), set(frames))
+        for task in _table_tasks(table, frames.get(table.name), columns.get(table.name, {}))
     ]
     tasks += _reject_tasks(rejects, reject_types)
     return [t for t in tasks if t.phase != "copy"] + [t for t in tasks if t.phase == "copy"]
