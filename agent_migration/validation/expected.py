@@ -1,0 +1,156 @@
+"""The source side of `validate`: source rows as SQLite stores them, through the exact per-value rules,
+into the canonical form both sides are compared in.
+
+Independent of the load path on purpose: rows are read here with plain `sqlite3` (Python objects, no
+Arrow, no typed reads), and judged by the exact rules (`rules/exact.py`, whole rows by `cleaning.py`),
+the specification. Nothing of the fast path, the run's Arrow files or the COPY encoder is used, so a
+bug there shows up as a difference.
+
+Canonical form of a value (the same on the target side, `target_read.py`): integers as int, text as
+str, usernames as the username text (compared through `users`), JSON as the parsed JSON value,
+timestamps as microseconds since the Unix epoch (UTC), money as integer cents, booleans as bool, NULL
+as None.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+
+from agent_migration.resources import decode_text, sqlite_ident
+from agent_migration.rules.cleaning import (
+    REJECT,
+    SOURCE_KEY,
+    SOURCE_ROWID,
+    KeyFacts,
+    clean_table,
+    reject_missing_parents,
+)
+from agent_migration.rules.exact import Boolean, Json, Money, Timestamp, Username
+from agent_migration.source import sqlite_read
+from agent_migration.tables import Col, Table
+
+KEY = "_key"  # the canonical key column of a comparison frame
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the target must hold for a set of source rows: `loaded` (KEY plus every migrated column,
+    canonical) and `rejected` (rowid, source key, the raw row as a dict of source column -> value)."""
+
+    loaded: pd.DataFrame
+    rejected: pd.DataFrame
+
+
+def _query(conn: sqlite3.Connection, sql: str, params: tuple) -> list[tuple]:
+    """Rows as stored: SQLite's fast decoding, or, only when some text is not UTF-8, one that keeps the
+    bytes (as surrogates: the rules reject them and the payload keeps them)."""
+    conn.text_factory = str
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    conn.text_factory = decode_text
+    return conn.execute(sql, params).fetchall()
+
+
+def _frame(table: Table, rows: list[tuple]) -> pd.DataFrame:
+    """Raw rows -> an object frame (`_rowid` and each source column), each value the object SQLite gave."""
+    columns = [SOURCE_ROWID, *table.source_columns]
+    block = np.empty((len(rows), len(columns)), dtype=object)
+    if rows:
+        block[:] = rows
+    return pd.DataFrame({c: pd.Series(block[:, i], dtype=object) for i, c in enumerate(columns)})
+
+
+def _select(table: Table) -> str:
+    cols = ", ".join(sqlite_ident(c) for c in table.source_columns)
+    return f"SELECT rowid, {cols} FROM {sqlite_ident(table.source)}"
+
+
+def read_after(conn: sqlite3.Connection, table: Table, after: int | None, limit: int) -> pd.DataFrame:
+    """The next `limit` rows in rowid order after rowid `after` (None: from the start)."""
+    where, params = ("", ()) if after is None else (" WHERE rowid > ?", (after,))
+    rows = _query(conn, f"{_select(table)}{where} ORDER BY rowid LIMIT ?", (*params, limit))
+    return _frame(table, rows)
+
+
+def read_rowids(conn: sqlite3.Connection, table: Table, rowids: list[int]) -> pd.DataFrame:
+    """The rows with these rowids (those that exist), in rowid order."""
+    where = " WHERE rowid IN (SELECT value FROM json_each(?)) ORDER BY rowid"
+    return _frame(table, _query(conn, _select(table) + where, (json.dumps(rowids),)))
+
+
+def expect(table: Table, raw: pd.DataFrame, facts: KeyFacts, parents: dict[str, np.ndarray]) -> Expected:
+    """The exact rules over raw rows (rowid order): the canonical target rows and the rejects.
+
+    `facts`: which rows share a key over the whole table; `parents`: per parent reference column, the
+    keys of the parent rows that load (a row naming any other is rejected)."""
+    frame = clean_table(table, raw, facts)
+    for col, _ in table.parent_refs:
+        frame = reject_missing_parents(frame, col.name, pd.Series(parents[col.name]), table, raw)
+    ok = frame[REJECT].isna()
+    loaded = pd.DataFrame({KEY: canonical(table.key_col, frame.loc[ok, table.key])})
+    for col in table.migrated:
+        loaded[col.name] = canonical(col, frame.loc[ok, col.name])
+    bad = frame.index[~ok]
+    rejected = pd.DataFrame(
+        {
+            "rowid": raw.loc[bad, SOURCE_ROWID].astype("int64"),
+            "source_key": frame.loc[bad, SOURCE_KEY].astype(object),
+            "payload": raw.loc[bad, table.source_columns].to_dict("records"),
+        }
+    )
+    return Expected(loaded.reset_index(drop=True), rejected.reset_index(drop=True))
+
+
+def _none_if_na(values) -> list:
+    return [None if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v) else v for v in values]
+
+
+def canonical(col: Col, values: pd.Series) -> pd.Series:
+    """A column's values, as the rules made them, in the canonical form (an object Series)."""
+    rule = col.rule
+    out: list
+    if isinstance(rule, Timestamp):
+        stamps = pd.Series(values, dtype="datetime64[us]")
+        micros = stamps.to_numpy().astype("int64").tolist()
+        out = [None if na else m for m, na in zip(micros, stamps.isna(), strict=True)]
+    elif isinstance(rule, Money):
+        out = [None if v is None else int(Decimal(v).scaleb(rule.scale)) for v in _none_if_na(values)]
+    elif isinstance(rule, Json):
+        out = [None if v is None else json.loads(v) for v in _none_if_na(values)]
+    elif isinstance(rule, Boolean):
+        out = [None if v is None else bool(v) for v in _none_if_na(values)]
+    elif isinstance(rule, Username):
+        out = _none_if_na(values)
+    else:
+        out = [None if v is None else (int(v) if col.pg_type == "INTEGER" else v) for v in _none_if_na(values)]
+    return pd.Series(out, index=values.index, dtype=object)
+
+
+def referenced_users(conn: sqlite3.Connection, tables: tuple[Table, ...]) -> set[str]:
+    """Every valid username the source references anywhere (rejected rows included), by the Username rule."""
+    names: set[str] = set()
+    for table in tables:
+        for col in table.migrated:
+            if not isinstance(col.rule, Username):
+                continue
+            c = sqlite_ident(col.source)
+            rows = _query(conn, f"SELECT DISTINCT {c} COLLATE BINARY FROM {sqlite_ident(table.source)}", ())
+            checked = col.rule.apply(pd.Series([v for (v,) in rows], dtype=object), col.source)
+            names |= set(checked.values[checked.reasons.isna()].dropna())
+    return names
+
+
+def source_facts(conn: sqlite3.Connection, table: Table) -> KeyFacts:
+    """Which rows share a key with another, over the whole table. The rows that can are found set-based
+    in SQLite (`sqlite_read.key_facts`: no fast path, no Arrow file); the decision over them is the exact
+    rules' in-frame logic (`cleaning.key_facts_of`)."""
+    return sqlite_read.key_facts(conn, table)
