@@ -7,10 +7,10 @@ import os
 import dagster as dg
 
 from agent_migration import jobs, runlog
-from agent_migration.assets import extract, load, preflight, rollback, transform, verify
+from agent_migration.assets import extract, load, preflight, rollback, transform, validate, verify
 from agent_migration.resources import ExportFile, PostgresTarget, SqliteSource
 
-ASSET_MODULES = [extract, transform, load, verify, rollback, preflight]
+ASSET_MODULES = [extract, transform, load, verify, rollback, preflight, validate]
 ASSETS = dg.load_assets_from_modules(ASSET_MODULES)
 
 
@@ -28,9 +28,9 @@ def resources() -> dict:
 
 
 defs = dg.Definitions(
-    assets=ASSETS,
+    assets=[*ASSETS, validate.validation_report],
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
-    jobs=[jobs.migrate, jobs.cutover, jobs.rollback_export, jobs.preflight_job],
+    jobs=[jobs.migrate, jobs.cutover, jobs.rollback_export, jobs.preflight_job, jobs.validate],
     schedules=[jobs.resync],
     loggers={"console": runlog.console},  # INFO by default: env MIGRATION_LOG_LEVEL=DEBUG for more
     resources=resources(),

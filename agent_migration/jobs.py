@@ -1,5 +1,6 @@
 """Jobs and the schedule: `migrate` (every migration asset and check), `cutover` (the last one),
-`rollback_export` (PostgreSQL back into a new SQLite file), `resync`."""
+`rollback_export` (PostgreSQL back into a new SQLite file), `validate` (PostgreSQL proven against its
+source, value by value), `resync`."""
 
 import os
 
@@ -7,6 +8,7 @@ import dagster as dg
 
 from agent_migration import runlog
 from agent_migration.assets import preflight, rollback
+from agent_migration.assets import validate as validate_ops
 from agent_migration.assets.verify import CUTOVER_TAG
 from agent_migration.resources import PostgresTarget
 from agent_migration.target import cutover as cutover_record
@@ -14,7 +16,7 @@ from agent_migration.target import cutover as cutover_record
 # Dagster's run queue can cap runs carrying this tag (see dagster.yaml); the advisory lock is the last guard.
 WRITER_TAG = {"agent_migration/writer": "postgres"}
 # The migration's assets: everything but the groups other jobs run on their own.
-MIGRATION = dg.AssetSelection.all() - dg.AssetSelection.groups(rollback.GROUP, preflight.GROUP)
+MIGRATION = dg.AssetSelection.all() - dg.AssetSelection.groups(rollback.GROUP, preflight.GROUP, "validation")
 
 migrate = dg.define_asset_job(
     "migrate",
@@ -49,6 +51,17 @@ rollback_export = dg.define_asset_job(
     description="Write PostgreSQL's current state, every rejected row restored, into a new SQLite file in the "
     "app's own schema (env EXPORT_SQLITE_PATH): the rollback after a cutover. Reads PostgreSQL only.",
 )
+
+
+# An op job, not an asset job: "Materialize all" never runs it. It records its results on the external
+# asset `validation_report` (a materialization and a check per table).
+validate = dg.GraphDefinition(
+    name="validate",
+    node_defs=[validate_ops.validate_target],
+    description="Prove PostgreSQL against the source snapshot it was last published from, every row, value by "
+    "value through the exact rules (loaded rows, rejects and their payloads, no strays, users, listings). Writes "
+    "nothing to the target; fails, listing each difference, when anything differs.",
+).to_job(config=runlog.LOG_CONFIG, logger_defs={"console": runlog.console})
 
 
 @dg.schedule(

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from agent_migration.rules.exact import Username
 from agent_migration.rules.values import from_json_safe, show
 from agent_migration.tables import Table
 from agent_migration.validation.expected import KEY
@@ -38,7 +39,9 @@ class Difference:
             return f"{self.table} {self.key}: missing in PostgreSQL ({self.source})"
         if self.kind == "extra":
             return f"{self.table} {self.key}: extra in PostgreSQL ({self.target})"
-        return f"{self.table} {self.key} {self.column}: source {_show(self.source)}, target {_show(self.target)}"
+        return (
+            f"{self.table} {self.key} {self.column}: source {_show(self.source)}, target {_show(self.target)}"
+        )
 
 
 def _show(value: Any) -> str:
@@ -192,16 +195,23 @@ class Rejects:
             self._next = next(self._rows, None)
 
 
-def key_hashes(keys) -> np.ndarray:
-    """64-bit hashes of canonical keys (ints or usernames): the set of seen keys stays small."""
-    values = np.asarray([repr(k) for k in keys], dtype=object)
+def key_codes(table: Table, keys) -> np.ndarray:
+    """Canonical keys as sortable 64-bit codes, so the set of seen keys stays small: integers as they
+    are, usernames by a 64-bit hash."""
+    if not isinstance(table.key_col.rule, Username):
+        return np.asarray(keys, dtype=np.int64).view(np.uint64)
+    values = np.asarray(list(keys), dtype=object)
     return pd.util.hash_array(values) if len(values) else np.empty(0, dtype=np.uint64)
 
 
 def strays(table: Table, seen: np.ndarray, stream, tally: Tally) -> None:
-    """Target rows (streamed keys) whose key no source row loads: extra."""
+    """Target rows (streamed keys) whose key no source row loads: extra. `seen`: sorted hashes."""
     for keys in stream:
-        extra = ~np.isin(key_hashes(keys), seen)
+        hashes = key_codes(table, keys)
+        at = np.searchsorted(seen, hashes).clip(0, max(len(seen) - 1, 0))
+        extra = seen[at] != hashes if len(seen) else np.ones(len(hashes), dtype=bool)
         for key in np.asarray(keys, dtype=object)[extra]:
             tally.extra += 1
-            tally.note(Difference(table.name, key_label(table, key), "extra", target="no source row loads it"))
+            tally.note(
+                Difference(table.name, key_label(table, key), "extra", target="no source row loads it")
+            )

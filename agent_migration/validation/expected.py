@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -110,28 +109,41 @@ def expect(table: Table, raw: pd.DataFrame, facts: KeyFacts, parents: dict[str, 
     return Expected(loaded.reset_index(drop=True), rejected.reset_index(drop=True))
 
 
-def _none_if_na(values) -> list:
-    return [None if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v) else v for v in values]
+def _objects(values: pd.Series, dtype: str | None = None) -> np.ndarray:
+    """Values as an object array, every missing value (None, NaN, NA, NaT) as None."""
+    if dtype is not None:
+        values = values.astype(dtype)
+    out = values.to_numpy(dtype=object, copy=True)
+    out[pd.isna(out)] = None
+    return out
+
+
+def _array(items) -> np.ndarray:
+    """A 1-d object array of `items` (lists stay elements: numpy would make them a dimension)."""
+    items = list(items)
+    out = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        out[i] = item
+    return out
 
 
 def canonical(col: Col, values: pd.Series) -> pd.Series:
     """A column's values, as the rules made them, in the canonical form (an object Series)."""
     rule = col.rule
-    out: list
     if isinstance(rule, Timestamp):
-        stamps = pd.Series(values, dtype="datetime64[us]")
-        micros = stamps.to_numpy().astype("int64").tolist()
-        out = [None if na else m for m, na in zip(micros, stamps.isna(), strict=True)]
-    elif isinstance(rule, Money):
-        out = [None if v is None else int(Decimal(v).scaleb(rule.scale)) for v in _none_if_na(values)]
+        stamps = values.astype("datetime64[us]")
+        out = stamps.to_numpy().astype("int64").astype(object)  # Python ints: microseconds since the epoch
+        out[stamps.isna().to_numpy()] = None
+    elif isinstance(rule, Money):  # Decimals with `scale` places: exact cents
+        out = _array(None if v is None else int(v.scaleb(rule.scale)) for v in _objects(values))
     elif isinstance(rule, Json):
-        out = [None if v is None else json.loads(v) for v in _none_if_na(values)]
+        out = _array(None if v is None else json.loads(v) for v in _objects(values))
     elif isinstance(rule, Boolean):
-        out = [None if v is None else bool(v) for v in _none_if_na(values)]
-    elif isinstance(rule, Username):
-        out = _none_if_na(values)
-    else:
-        out = [None if v is None else (int(v) if col.pg_type == "INTEGER" else v) for v in _none_if_na(values)]
+        out = _objects(values, "boolean")
+    elif col.pg_type == "INTEGER" and not isinstance(rule, Username):
+        out = _objects(values, "Int64")
+    else:  # text, usernames
+        out = _objects(values)
     return pd.Series(out, index=values.index, dtype=object)
 
 
