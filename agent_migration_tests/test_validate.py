@@ -221,6 +221,7 @@ def test_cutover_is_refused_when_a_row_differs(migrated):
         jobs=[jobs.cutover],
         resources=resources(migrated["source"], url, tmp),
     )
+    (tmp / "cut").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp / "cut")) as instance:
         done = defs.resolve_job_def("cutover").execute_in_process(instance=instance, raise_on_error=False)
         assert done.dagster_run.tags[CUTOVER_TAG] == "true"
