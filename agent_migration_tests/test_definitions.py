@@ -26,7 +26,7 @@ def test_every_asset_is_described_grouped_kinded_and_owned():
     for key in keys:
         spec = graph.get(key)
         assert spec.description, key
-        assert spec.group_name in {"extract", "transform", "load", "verify", "preflight", "rollback"}, key
+        assert spec.group_name in {"extract", "transform", "load", "verify", "preflight", "rollback", "validation"}, key
         assert spec.kinds & {"sqlite", "pandas", "postgres"}, key
         assert spec.owners, key
 
@@ -46,11 +46,21 @@ def test_lineage_runs_from_each_sqlite_table_through_users_to_each_target_table(
 def test_migrate_job_selects_every_asset_and_check():
     job = defs.resolve_job_def("migrate")
     graph = defs.resolve_asset_graph()
-    own_jobs = ("preflight", "rollback")  # groups their own jobs run
+    own_jobs = ("preflight", "rollback", "validation")  # groups their own jobs run (or record)
     expected = {k for k in graph.get_all_asset_keys() if graph.get(k).group_name not in own_jobs}
     assert job.asset_layer.selected_asset_keys == expected
     checks = {k.name for k in job.asset_layer.asset_graph.asset_check_keys}
     assert {"row_accounting", "foreign_keys", "constraints", "sums_reconcile", "sequence_ahead"} <= checks
+    assert "values_match_source" in checks
+
+
+def test_validate_is_an_op_job_recording_on_an_external_asset():
+    job = defs.resolve_job_def("validate")
+    assert [n.name for n in job.nodes] == ["validate_target"]
+    assert not job.asset_layer.selected_asset_keys, "not an asset job: Materialize all never runs it"
+    report = defs.resolve_asset_graph().get(dg.AssetKey("validation_report"))
+    assert not report.is_executable and report.group_name == "validation"
+    assert {t.name for t in TARGET_TABLES} <= {k.to_user_string() for k in report.parent_keys}
 
 
 def test_the_graph_reads_extract_transform_load_verify_with_no_edge_backwards():
