@@ -146,7 +146,7 @@ def validate(
         with source.connect(snapshot) as sconn:
             for table in SOURCE_TABLES:
                 if sample is None:
-                    tally = full_table(sconn, conn, cur, table, parents, source.chunk_rows)
+                    tally = full_table(snapshot, sconn, conn, cur, table, parents, source.chunk_rows)
                 else:
                     tally = sample_table(sconn, cur, table, sample)
                 reports.append(TableReport.of(tally))
@@ -186,7 +186,9 @@ def source_chunks(snapshot: str, table: Table, rows: int) -> Iterator[pd.DataFra
         conn.close()
 
 
-def full_table(sconn: sqlite3.Connection, conn, cur, table: Table, parents: dict, chunk_rows: int) -> Tally:
+def full_table(
+    snapshot: str, sconn: sqlite3.Connection, conn, cur, table: Table, parents: dict, chunk_rows: int
+) -> Tally:
     """Every source row of `table`, chunk by chunk in rowid order, then the target's rows without one.
 
     Pipelined: while PostgreSQL answers for one chunk (in a thread: the server works, the GIL is free),
@@ -200,7 +202,6 @@ def full_table(sconn: sqlite3.Connection, conn, cur, table: Table, parents: dict
         compare.loaded(table, exp.loaded, got.result(), tally)
         rejects.upto(last, exp.rejected)
 
-    snapshot = sconn.execute("PRAGMA database_list").fetchone()[2]
     with ThreadPoolExecutor(max_workers=1) as pg:
         pending = None
         for raw in source_chunks(snapshot, table, chunk_size(table, chunk_rows)):
@@ -249,9 +250,10 @@ def sample_table(sconn: sqlite3.Connection, cur, table: Table, n: int) -> Tally:
     compare.loaded(
         table, exp.loaded, target_read.read_rows(cur, table, exp.loaded[expected.KEY].tolist()), tally
     )
-    rowids = exp.rejected["rowid"].tolist()
+    # The rejects of every sampled row: a loaded row with a reject too is an extra reject.
+    rowids = raw[SOURCE_ROWID].astype("int64").tolist()
     rejects = compare.Rejects(table, [target_read.rejects_of(cur, table, rowids)], tally)
-    rejects.upto(max(rowids, default=0), exp.rejected)
+    rejects.upto(max(rowids), exp.rejected)
     return tally
 
 

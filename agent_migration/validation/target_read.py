@@ -24,7 +24,8 @@ from agent_migration.tables import USERS, Col, Table
 from agent_migration.target.merge import target as qualified
 from agent_migration.validation.expected import KEY
 
-STREAM_ROWS = 50_000
+STREAM_ROWS = 50_000  # keys fetched at a time
+REJECT_ROWS = 10_000  # rejects (with their payloads) fetched at a time
 
 
 @contextmanager
@@ -71,9 +72,11 @@ def read_rows(cur, table: Table, keys: list) -> pd.DataFrame:
     """The target rows whose canonical key is one of `keys` (KEY plus each migrated column, canonical);
     for dense integer keys (a chunk of rowids), every row in their range: one index range scan instead
     of a lookup per key (rows of other keys are the caller's to ignore)."""
+    if not keys:
+        return _frame(table, [])
     exprs, joins, key = _columns(table)
     where, params = sql.SQL("{} = ANY(%s)").format(key), (keys,)
-    if keys and table.key_col.pg_type == "INTEGER" and not isinstance(table.key_col.rule, Username):
+    if table.key_col.pg_type == "INTEGER" and not isinstance(table.key_col.rule, Username):
         lo, hi = min(keys), max(keys)
         if hi - lo < 2 * len(keys):
             where, params = sql.SQL("{} BETWEEN %s AND %s").format(key), (lo, hi)
@@ -119,11 +122,11 @@ REJECTS = sql.SQL(
 def stream_rejects(conn, table: Table) -> Iterator[list[tuple]]:
     """The table's rejects (source rowid, source key, payload text) in source rowid order (NULL last)."""
     query = sql.SQL("{} ORDER BY source_rowid NULLS LAST, source_key").format(REJECTS)
-    yield from _stream(conn, f"rejects_{table.name}", query, (table.source,))
+    yield from _stream(conn, f"rejects_{table.name}", query, (table.source,), REJECT_ROWS)
 
 
 def rejects_of(cur, table: Table, rowids: list[int]) -> list[tuple]:
-    """The table's rejects of these source rowids (a sample), in rowid order."""
+    """The table's rejects of these source rowids (a sample's rows, loaded or not), in rowid order."""
     cur.execute(sql.SQL("{} AND source_rowid = ANY(%s) ORDER BY 1").format(REJECTS), (table.source, rowids))
     return cur.fetchall()
 
@@ -139,9 +142,12 @@ def usernames(cur) -> list[str]:
     return [r[0] for r in cur.fetchall()]
 
 
-def _stream(conn, name: str, query: sql.Composable, params=None) -> Iterator[list[tuple]]:
+def _stream(
+    conn, name: str, query: sql.Composable, params=None, rows: int = STREAM_ROWS
+) -> Iterator[list[tuple]]:
+    """A server-side cursor's rows, `rows` at a time (memory stays flat)."""
     with conn.cursor(name=f"validate_{name}") as cur:
-        cur.itersize = STREAM_ROWS
+        cur.itersize = rows
         cur.execute(query, params)
-        while rows := cur.fetchmany(STREAM_ROWS):
-            yield rows
+        while batch := cur.fetchmany(rows):
+            yield batch
