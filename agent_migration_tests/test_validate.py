@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 import psycopg2
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -15,12 +16,16 @@ from agent_migration import jobs
 from agent_migration.assets.verify import CUTOVER_TAG
 from agent_migration.resources import MigrationError, PostgresTarget, SqliteSource
 from agent_migration.rules import fastpath
+from agent_migration.rules.cleaning import SOURCE_ROWID, key_facts_of
+from agent_migration.rules.exact import Boolean, Json, Money, Text, Timestamp, Username
+from agent_migration.rules.values import SURROGATES
 from agent_migration.sample import write_sample
 from agent_migration.tables import SOURCE_TABLES
-from agent_migration.validation import validate
+from agent_migration.validation import expected, validate
 from agent_migration_tests.conftest import ASSETS, CHECKS, create_database, query, resources, run_migration
 from agent_migration_tests.test_delta import _edit, _migrate, edits, rows
 from agent_migration_tests.test_reliability import _write
+from agent_migration_tests.test_rules import sqlite_values
 
 
 def check(source: Path, url: str, tmp: Path, **kw):
@@ -252,3 +257,57 @@ def test_validate_passes_after_migrate_and_resync_of_random_messy_sources(
         query(url, "SELECT coalesce(sum(source_rows), 0) FROM migration.source_stats")[0]
     )
     assert np.all([t.missing == t.extra == 0 for t in report.tables])
+
+
+def _plain_values(col) -> list:
+    """Values a column's rule keeps as they are, and near misses (out of range, blank, bad date, sub-cent)."""
+    rule = col.rule
+    if isinstance(rule, Username):
+        return ["alice", "bob", " ", "", None, "x" * 256]
+    if isinstance(rule, Json):
+        return ['{"a": 1}', "[1, 2.50]", "", None, '{"a": "\\u0000"}', "{bad"]
+    if isinstance(rule, Timestamp):
+        return ["2024-01-02 03:04:05", "2024-02-30 10:00:00", "0000-01-01 00:00:00", None]
+    if isinstance(rule, Money):
+        return [9.99, 0.0, 19.990000000001, 0.001, -1.0, 10**8 * 1.0, 5, None]
+    if isinstance(rule, Boolean):
+        return [0, 1, 2, None]
+    if isinstance(rule, Text):
+        return ["user", "assistant", "x" * 256, "a\x00b", "", None]
+    return [1, 7, 3, 100, 101, -1, 2**31, None]  # integers (1 and 7 are the loaded parents)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_the_vectorized_plain_rows_agree_with_the_exact_rules(data):
+    """Every table, any SQLite values (plain ones, planted often): `expect` with plain rows vectorized
+    makes exactly what the exact rules alone make of the same rows."""
+    for table in SOURCE_TABLES:
+        plain = [st.sampled_from(_plain_values(c)) for c in table.migrated]
+        mixed = [st.one_of(st.sampled_from(_plain_values(c)), sqlite_values) for c in table.migrated]
+        rows = data.draw(st.lists(st.one_of(st.tuples(*plain), st.tuples(*mixed)), max_size=12))
+        assert table.source_columns == [c.source for c in table.migrated]
+        raw = pd.DataFrame(
+            {
+                SOURCE_ROWID: pd.Series(range(1, len(rows) + 1), dtype=object),
+                **{
+                    c: pd.Series([r[i] for r in rows], dtype=object)
+                    for i, c in enumerate(table.source_columns)
+                },
+            }
+        )
+        raw.attrs["utf8"] = data.draw(st.booleans()) and not any(
+            isinstance(v, str) and SURROGATES.search(v) for r in rows for v in r
+        )
+        facts = key_facts_of(table, raw)
+        parents = {col.name: np.array([1, 7], dtype=np.int64) for col, _ in table.parent_refs}
+        fast = expected.expect(table, raw, facts, parents)
+        exact = expected.expect(table, raw, facts, parents, vectorized=False)
+        key = expected.KEY
+        ordered = [
+            f.loaded.sort_values(key, key=lambda s: s.map(repr), ignore_index=True) for f in (fast, exact)
+        ]
+        assert ordered[0].columns.tolist() == ordered[1].columns.tolist()
+        for col in ordered[0].columns:
+            assert [repr(v) for v in ordered[0][col]] == [repr(v) for v in ordered[1][col]], (table.name, col)
+        assert fast.rejected[["rowid", "source_key"]].equals(exact.rejected[["rowid", "source_key"]])

@@ -33,6 +33,7 @@ from agent_migration.rules.cleaning import (
 from agent_migration.rules.exact import Boolean, Json, Money, Timestamp, Username
 from agent_migration.source import sqlite_read
 from agent_migration.tables import Col, Table
+from agent_migration.validation import plain
 
 KEY = "_key"  # the canonical key column of a comparison frame
 
@@ -59,13 +60,16 @@ def _query(conn: sqlite3.Connection, sql: str, params: tuple) -> list[tuple]:
     return conn.execute(sql, params).fetchall()
 
 
-def _frame(table: Table, rows: list[tuple]) -> pd.DataFrame:
-    """Raw rows -> an object frame (`_rowid` and each source column), each value the object SQLite gave."""
+def _frame(table: Table, rows: list[tuple], utf8: bool) -> pd.DataFrame:
+    """Raw rows -> an object frame (`_rowid` and each source column), each value the object SQLite gave;
+    `attrs["utf8"]`: every text decoded as UTF-8 (no undecodable bytes kept as surrogates)."""
     columns = [SOURCE_ROWID, *table.source_columns]
     block = np.empty((len(rows), len(columns)), dtype=object)
     if rows:
         block[:] = rows
-    return pd.DataFrame({c: pd.Series(block[:, i], dtype=object) for i, c in enumerate(columns)})
+    frame = pd.DataFrame({c: pd.Series(block[:, i], dtype=object) for i, c in enumerate(columns)})
+    frame.attrs["utf8"] = utf8
+    return frame
 
 
 def _select(table: Table) -> str:
@@ -77,20 +81,28 @@ def read_after(conn: sqlite3.Connection, table: Table, after: int | None, limit:
     """The next `limit` rows in rowid order after rowid `after` (None: from the start)."""
     where, params = ("", ()) if after is None else (" WHERE rowid > ?", (after,))
     rows = _query(conn, f"{_select(table)}{where} ORDER BY rowid LIMIT ?", (*params, limit))
-    return _frame(table, rows)
+    return _frame(table, rows, conn.text_factory is str)
 
 
 def read_rowids(conn: sqlite3.Connection, table: Table, rowids: list[int]) -> pd.DataFrame:
     """The rows with these rowids (those that exist), in rowid order."""
     where = " WHERE rowid IN (SELECT value FROM json_each(?)) ORDER BY rowid"
-    return _frame(table, _query(conn, _select(table) + where, (json.dumps(rowids),)))
+    rows = _query(conn, _select(table) + where, (json.dumps(rowids),))
+    return _frame(table, rows, conn.text_factory is str)
 
 
-def expect(table: Table, raw: pd.DataFrame, facts: KeyFacts, parents: dict[str, np.ndarray]) -> Expected:
-    """The exact rules over raw rows (rowid order): the canonical target rows and the rejects.
+def expect(
+    table: Table, raw: pd.DataFrame, facts: KeyFacts, parents: dict[str, np.ndarray], vectorized: bool = True
+) -> Expected:
+    """What the target must hold for raw rows (rowid order): the canonical target rows and the rejects.
 
-    `facts`: which rows share a key over the whole table; `parents`: per parent reference column, the
-    keys of the parent rows that load (a row naming any other is rejected)."""
+    Plain rows (`plain.py`) are computed vectorized; every other row goes through the exact rules, whole
+    (`vectorized=False`: every row does). `facts`: which rows share a key over the whole table;
+    `parents`: per parent reference column, the sorted keys of the parent rows that load (a row naming
+    any other is rejected)."""
+    if vectorized:
+        fast, rest = plain.split(table, raw, facts, parents, raw.attrs.get("utf8", False))
+        raw = raw[rest]
     frame = clean_table(table, raw, facts)
     for col, _ in table.parent_refs:
         frame = reject_missing_parents(frame, col.name, pd.Series(parents[col.name]), table, raw)
@@ -98,6 +110,8 @@ def expect(table: Table, raw: pd.DataFrame, facts: KeyFacts, parents: dict[str, 
     loaded = pd.DataFrame({KEY: canonical(table.key_col, frame.loc[ok, table.key])})
     for col in table.migrated:
         loaded[col.name] = canonical(col, frame.loc[ok, col.name])
+    if vectorized and len(fast):
+        loaded = pd.concat([fast, loaded], ignore_index=True) if len(loaded) else fast
     bad = frame.index[~ok]
     rejected = pd.DataFrame(
         {
