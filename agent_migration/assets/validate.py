@@ -68,7 +68,7 @@ def report_metadata(report: Report) -> dict:
 def log_report(log, report: Report) -> None:
     """One line per difference (the first 20 per table), then the summary table."""
     for line in report.lines():
-        log.error(line) if not report.ok else log.info(line)
+        log.error(line)
     log.info(report.summary())
 
 
