@@ -186,6 +186,14 @@ def source_chunks(snapshot: str, table: Table, rows: int) -> Iterator[pd.DataFra
         conn.close()
 
 
+def _sorted(parts: list[np.ndarray], dtype) -> np.ndarray:
+    """The parts as one sorted array, sorted in place: one copy of the keys in memory, not three."""
+    every = np.concatenate(parts) if parts else np.empty(0, dtype)
+    parts.clear()
+    every.sort()
+    return every
+
+
 def full_table(
     snapshot: str, sconn: sqlite3.Connection, conn, cur, table: Table, parents: dict, chunk_rows: int
 ) -> Tally:
@@ -218,9 +226,8 @@ def full_table(
             finish(*pending)
     rejects.finish()
     if table.name in PARENTS:
-        parents[table.name] = np.sort(np.concatenate(keys)) if keys else np.empty(0, np.int64)
-    every = np.sort(np.concatenate(seen)) if seen else np.empty(0, np.uint64)
-    compare.strays(table, every, target_read.stream_keys(conn, table), tally)
+        parents[table.name] = _sorted(keys, np.int64)
+    compare.strays(table, _sorted(seen, np.uint64), target_read.stream_keys(conn, table), tally)
     return tally
 
 
