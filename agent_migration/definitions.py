@@ -8,15 +8,16 @@ from __future__ import annotations
 import dagster as dg
 
 from agent_migration import jobs, runlog
-from agent_migration.assets import extract, load, transform, verify
+from agent_migration.assets import extract, load, transform, validate, verify
 from agent_migration.ops import preflight, rollback
+from agent_migration.ops import validate as validate_ops
 from agent_migration.resources import ExportFile, PostgresTarget, RunStorage, SqliteSource
 
-ASSET_MODULES = [extract, transform, load, verify]
+ASSET_MODULES = [extract, transform, load, verify, validate]
 ASSETS = dg.load_assets_from_modules(ASSET_MODULES)
 # The side jobs' results, recorded by their ops: shown in the graph and on asset pages, never materialized
 # by "Materialize all".
-EXTERNAL = [*preflight.SPECS, rollback.SPEC]
+EXTERNAL = [*preflight.SPECS, rollback.SPEC, validate_ops.validation_report]
 
 RESOURCES = {
     "source": SqliteSource(),  # SQLITE_PATH, MIGRATION_CHUNK_ROWS, MIGRATION_BACKUP_DIR, ... at run time
@@ -30,7 +31,7 @@ RESOURCES = {
 defs = dg.Definitions(
     assets=[*ASSETS, *EXTERNAL],
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
-    jobs=[jobs.migrate, jobs.cutover, rollback.rollback_export, preflight.preflight_job],
+    jobs=[jobs.migrate, jobs.cutover, rollback.rollback_export, preflight.preflight_job, validate_ops.validate_job],
     schedules=[jobs.resync],
     loggers={"console": runlog.console},  # INFO by default: env MIGRATION_LOG_LEVEL=DEBUG for more
     resources=RESOURCES,

@@ -1,5 +1,6 @@
 """Jobs and the schedule: `migrate` (every asset and check: what "Materialize all" launches), `cutover`
-(the last one), `resync`; and the op jobs beside them, `preflight` and `rollback_export` (in `ops/`)."""
+(the last one), `resync`; and the op jobs beside them, `preflight`, `rollback_export` and `validate` (in
+`ops/`)."""
 
 import os
 

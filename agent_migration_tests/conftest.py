@@ -13,10 +13,10 @@ import psycopg2
 import pytest
 
 from agent_migration import embedded
-from agent_migration.assets import extract, load, transform, verify
+from agent_migration.assets import extract, load, transform, validate, verify
 from agent_migration.resources import PostgresTarget, SqliteSource
 
-MODULES = [extract, transform, load, verify]
+MODULES = [extract, transform, load, verify, validate]
 ASSETS = dg.load_assets_from_modules(MODULES)
 CHECKS = dg.load_asset_checks_from_modules(MODULES)
 

@@ -26,7 +26,7 @@ def test_every_asset_is_described_grouped_kinded_and_owned():
     for key in keys:
         spec = graph.get(key)
         assert spec.description, key
-        assert spec.group_name in {"extract", "transform", "load", "verify", "preflight", "rollback"}, key
+        assert spec.group_name in {"extract", "transform", "load", "verify", "preflight", "rollback", "validation"}, key
         assert spec.kinds & {"sqlite", "pandas", "postgres"}, key
         assert spec.owners, key
 
@@ -50,13 +50,13 @@ def test_materialize_all_launches_exactly_the_migrate_job():
     graph = defs.resolve_asset_graph()
     materializable = {k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable}
     assert job.asset_layer.selected_asset_keys == materializable
-    side = {k for k in graph.get_all_asset_keys() if graph.get(k).group_name in ("preflight", "rollback")}
-    assert {k.to_user_string() for k in side} >= {"preflight_summary", "rollback_file"}
+    side = {k for k in graph.get_all_asset_keys() if graph.get(k).group_name in ("preflight", "rollback", "validation")}
+    assert {k.to_user_string() for k in side} >= {"preflight_summary", "rollback_file", "validation_report"}
     assert not side & materializable
     assert all(not graph.get(k).is_materializable for k in side)
     # The checks of every materializable asset run with it; none belongs to a side job's asset.
     assert {k.asset_key for k in graph.asset_check_keys} <= materializable
-    for name in ("preflight", "rollback_export"):
+    for name in ("preflight", "rollback_export", "validate"):
         assert not defs.resolve_job_def(name).asset_layer.selected_asset_keys, name  # op jobs
 
 
@@ -64,6 +64,16 @@ def test_migrate_job_selects_every_check():
     job = defs.resolve_job_def("migrate")
     checks = {k.name for k in job.asset_layer.asset_graph.asset_check_keys}
     assert {"row_accounting", "foreign_keys", "constraints", "sums_reconcile", "sequence_ahead"} <= checks
+    assert "values_match_source" in checks
+
+
+def test_validate_is_an_op_job_recording_on_an_external_asset():
+    job = defs.resolve_job_def("validate")
+    assert [n.name for n in job.nodes] == ["validate_target"]
+    assert not job.asset_layer.selected_asset_keys, "not an asset job: Materialize all never runs it"
+    report = defs.resolve_asset_graph().get(dg.AssetKey("validation_report"))
+    assert not report.is_executable and report.group_name == "validation"
+    assert {t.name for t in TARGET_TABLES} <= {k.to_user_string() for k in report.parent_keys}
 
 
 def test_the_graph_reads_extract_transform_load_verify_with_no_edge_backwards():

@@ -192,7 +192,8 @@ def test_a_budget_of_1_publishes_the_misfit_source_and_the_run_ends_with_its_sum
     agents = table_row(summary, "agents")
     assert agents[1:7] == ["101", "0", "101", "0", "0", "0"]
     passed, warned, failed = map(int, agents[7].split("/"))
-    assert (passed + warned + failed, warned, failed) == (len(checks_for(AGENTS)), 1, 0)
+    # every check of verify.py, and the sample of values_match_source (validate.py)
+    assert (passed + warned + failed, warned, failed) == (len(checks_for(AGENTS)) + 1, 1, 0)
     for table in TARGET_TABLES:
         assert table_row(summary, table.name)
     assert summary[-2] == f"not carried by the plan (left behind in SQLite): {LEFT_BEHIND}"
@@ -313,6 +314,9 @@ def test_preflight_fails_saying_why_migrate_could_not_write_the_target(tmp_path,
     assert "Failure: migrate would fail: " in message and said in message, message
     target_check = [e for e in result.get_asset_check_evaluations() if e.check_name == "target_ready"]
     assert [e.passed for e in target_check] == [False]
+    # The failed step still records its verdict on its asset (yielded, not dropped with the failure).
+    (summary,) = result.asset_materializations_for_node("preflight_summary")
+    assert summary.metadata["verdict"].value == "migrate would fail"
     assert objects(pg_url) == after_prepare, "preflight wrote nothing"
     assert before == []
     if prepare is _role_without_privileges:

@@ -10,9 +10,10 @@ from collections.abc import Callable
 import dagster as dg
 import psycopg2
 
-from agent_migration import runlog
+from agent_migration import runlog, validation
 from agent_migration.assets.common import OWNERS, markdown_table
-from agent_migration.resources import MigrationError, PostgresTarget
+from agent_migration.ops.validate import log_report
+from agent_migration.resources import MigrationError, PostgresTarget, SqliteSource
 from agent_migration.tables import MARKETPLACE_LISTINGS, SOURCE_TABLES, TARGET_TABLES, Table
 from agent_migration.target import audit, cutover
 from agent_migration.target.publishing import REJECTED_ROWS, fail
@@ -190,6 +191,19 @@ def failing_audits(cur, stats) -> list[str]:
     return failed
 
 
+def _prove_every_row(context: dg.AssetExecutionContext, source: SqliteSource, target: PostgresTarget) -> str:
+    """No cutover unless every row is proven: the full `validate` of the target against the snapshot this
+    run just published (every source row, not only the re-synced ones). Returns its summary."""
+    context.log.info(
+        f"cutover: validating every row of the target against the snapshot run {context.run_id[:8]} published"
+    )
+    report = validation.validate(source, target, log=context.log.info)
+    log_report(context.log, report)
+    if not report.ok:
+        raise dg.Failure(description=f"cutover refused: {report.failure()}", allow_retries=False)
+    return f"full validate before cutover: every row matches ({sum(t.compared for t in report.tables):,} compared)"
+
+
 def _log_summary(context: dg.AssetExecutionContext, target: PostgresTarget, rows, counts, changes) -> None:
     """The run-end table. This asset runs after `migration_checks` (blocking checks order it so)."""
     job = context.run.job_name if not context.run.job_name.startswith("__") else "run"
@@ -209,8 +223,11 @@ def _log_summary(context: dg.AssetExecutionContext, target: PostgresTarget, rows
     deps=[t.name for t in TARGET_TABLES] + [REJECTED_ROWS],
     description="The migration's final account: per table, source = loaded + rejected, this run's changes.",
 )
-def migration_report(context: dg.AssetExecutionContext, target: PostgresTarget) -> dg.MaterializeResult:
+def migration_report(
+    context: dg.AssetExecutionContext, source: SqliteSource, target: PostgresTarget
+) -> dg.MaterializeResult:
     cutting_over = context.run.tags.get(CUTOVER_TAG) == "true"
+    proven = None
     try:
         with target.connect() as conn, conn.cursor() as cur:
             stats = audit.source_stats(cur)
@@ -230,6 +247,7 @@ def migration_report(context: dg.AssetExecutionContext, target: PostgresTarget) 
                 if failed:
                     _log_summary(context, target, rows, counts, changes)
                     raise dg.Failure(description=f"cutover refused: checks fail: {', '.join(failed)}")
+                proven = _prove_every_row(context, source, target)
                 cutover.record(cur, context.run_id, changes.get("snapshot"), counts)
                 conn.commit()
                 context.log.info("cutover recorded: migrate and the resync schedule will no longer write")
@@ -249,5 +267,6 @@ def migration_report(context: dg.AssetExecutionContext, target: PostgresTarget) 
             "rows_rejected": sum(r["rejected_rows"] for r in rows),
             "target": target.describe(),
             "cutover_recorded": cutting_over,
+            **({"validated": dg.MetadataValue.md(proven)} if proven else {}),
         }
     )

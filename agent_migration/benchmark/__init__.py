@@ -9,6 +9,8 @@ the same server: the embedded PostgreSQL started in the workdir (Unix socket), o
 
 1. `migrate`: `dagster job execute -m agent_migration -j migrate`, exactly as a user runs it headless
    (Dagster start-up, snapshot, validation, user remap, COPY + merge, index build and every check).
+1b. `validate`: `dagster job execute -m agent_migration -j validate` right after it: every row of the
+   target compared, value by value, with the snapshot the full migrate published (it writes nothing).
 2. `resync_nochange`: the same command again, nothing changed in the source.
 3. `resync_1pct`: the same command after changing about 1 % of the source rows in place (outside the
    timing): 0.5 % of each table updated, 0.25 % deleted (with the deleted agents' chat messages, as the
@@ -43,7 +45,7 @@ For each step: wall seconds, rows/s (rows of the 4 source tables / wall) and pea
 process tree, polled every 50 ms: the largest single process (its kernel high-water mark, VmHWM, so
 peaks between polls count) and the sum over the tree of the RSS at one poll (shared pages count once per
 process; the PostgreSQL server is not in the tree). Times are also given as ratios, all taken within the
-run: to the full migrate (`× migrate`: the re-syncs and the reject-heavy run), to pgloader, to the COPY
+run: to the full migrate (`× migrate`: validate, the re-syncs and the reject-heavy run), to pgloader, to the COPY
 limit and to the Arrow limit, the only figures that compare across runs: all times roughly double on a
 busy machine. `--repeat N` runs each scale's sequence N times on fresh databases and reports each step's
 median. One Markdown table per scale goes to stdout (as each scale finishes), headed by the line

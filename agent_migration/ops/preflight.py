@@ -8,12 +8,14 @@ fails the run, saying why, when migrate would fail (reject budget, target unreac
 shape, cutover recorded). See `agent_migration/preflight/`.
 """
 
+from collections.abc import Iterator
+
 import dagster as dg
 
 from agent_migration import preflight, runlog
 from agent_migration.artifacts import PreflightSource, TableAssessment, TargetAssessment
 from agent_migration.assets.common import OWNERS, markdown_table
-from agent_migration.ops.record import checked, recorded
+from agent_migration.ops.record import checked, materialization, recorded
 from agent_migration.resources import MigrationError, PostgresTarget, SqliteSource
 from agent_migration.tables import SOURCE_TABLES, Table
 from agent_migration.target.budget import budget_of, describe, top_reasons
@@ -196,6 +198,7 @@ SUMMARY_SPEC = _spec(
 
 
 @dg.op(
+    out={},
     description=SUMMARY_SPEC.description,
     ins={"preflight_source": dg.In(), "preflight_target": dg.In()}
     | {f"preflight_{t.name}": dg.In() for t in SOURCE_TABLES},
@@ -206,7 +209,7 @@ def preflight_summary(
     preflight_source: PreflightSource,
     preflight_target: TargetAssessment,
     **assessed: TableAssessment,
-) -> None:
+) -> Iterator[dg.AssetMaterialization]:
     budget = _budget(target)
     tables = [assessed[f"preflight_{t.name}"] for t in SOURCE_TABLES]
     why = preflight.blockers(preflight_target, tables, budget)
@@ -218,7 +221,7 @@ def preflight_summary(
         "reject_budget": budget.share,
         "not_carried": dg.MetadataValue.json(runlog.not_carried(preflight_source.snapshot.extra)),
     }
-    recorded(context, SUMMARY_SPEC, None, meta)
+    yield materialization(SUMMARY_SPEC, meta)
     if why:
         raise dg.Failure(
             description="migrate would fail: " + " | ".join(why), metadata=meta, allow_retries=False

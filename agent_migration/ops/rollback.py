@@ -6,13 +6,15 @@ that "Materialize all" never writes a rollback file; it records the file on the 
 verifies itself (checks rows_reconcile, sums_reconcile, no_conflicts).
 """
 
+from collections.abc import Iterator
+
 import dagster as dg
 import psycopg2
 
 from agent_migration import rollback, runlog
 from agent_migration.artifacts import RollbackExport
 from agent_migration.assets.common import OWNERS, markdown_table
-from agent_migration.ops.record import checked, recorded
+from agent_migration.ops.record import evaluations, materialization
 from agent_migration.resources import ExportFile, MigrationError, PostgresTarget, SqliteSource
 from agent_migration.tables import TARGET_TABLES
 from agent_migration.target.publishing import REJECTED_ROWS, fail
@@ -58,10 +60,10 @@ SPEC = dg.AssetSpec(
 )
 
 
-@dg.op(name="rollback_file", description=SPEC.description)
+@dg.op(name="rollback_file", out={}, description=SPEC.description)
 def rollback_file(
     context: dg.OpExecutionContext, target: PostgresTarget, export: ExportFile, source: SqliteSource
-) -> None:
+) -> Iterator:
     try:
         path = export.destination()
         context.log.info(f"rollback file: writing {path} from PostgreSQL at {target.describe()}")
@@ -86,10 +88,8 @@ def rollback_file(
         heads, [[f"{v:,}" if isinstance(v, int) else v for v in row.values()] for row in table]
     )
     context.log.info(f"rollback file written in {done.seconds:.1f} s: {done.path}\n{summary}")
-    recorded(
-        context,
+    yield materialization(
         SPEC,
-        None,
         {
             "path": dg.MetadataValue.path(done.path),
             "tables": dg.MetadataValue.md(markdown_table(table, limit=20)),
@@ -101,7 +101,7 @@ def rollback_file(
         },
     )
     results = check_results(done)
-    checked(context, SPEC, results)
+    yield from evaluations(SPEC, results)
     failed = [r.check_name for r in results if not r.passed and r.severity == dg.AssetCheckSeverity.ERROR]
     if failed:  # the blocking checks of the asset this was: the file must not be trusted
         raise dg.Failure(

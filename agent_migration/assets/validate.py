@@ -1,0 +1,61 @@
+"""The sample check every `migrate` run makes: a random sample of each source table proven against
+PostgreSQL value by value, as the `validate` job (`ops/validate.py`) does for every row."""
+
+import os
+
+import dagster as dg
+
+from agent_migration.ops.validate import table_metadata
+from agent_migration.resources import MigrationError, PostgresTarget, SqliteSource
+from agent_migration.tables import SOURCE_TABLES
+from agent_migration.validation import validate
+
+SAMPLE_ENV = "MIGRATION_VALIDATE_SAMPLE"
+SAMPLE_DEFAULT = 1000
+
+
+def sample_size() -> int:
+    raw = os.environ.get(SAMPLE_ENV, str(SAMPLE_DEFAULT)).strip()
+    try:
+        n = int(raw)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise MigrationError(
+            f"{SAMPLE_ENV} must be a whole number of rows >= 0 (0 turns the check off), not {raw!r}."
+        )
+    return n
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            "values_match_source",
+            asset=t.name,
+            description=f"A random sample of source rows (env {SAMPLE_ENV}, default {SAMPLE_DEFAULT}; 0: off) "
+            "compared value by value with PostgreSQL through the exact rules, as `validate` does for every row.",
+        )
+        for t in SOURCE_TABLES
+    ],
+    description="Every migrate run: a random sample of each source table proven against PostgreSQL.",
+)
+def values_match_source(context: dg.AssetCheckExecutionContext, source: SqliteSource, target: PostgresTarget):
+    try:
+        n = sample_size()
+        report = None if n == 0 else validate(source, target, sample=n)
+    except MigrationError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    if report is not None and not report.ok:
+        for line in report.lines():
+            context.log.error(line)
+    by_name = {t.name: t for t in report.tables} if report else {}
+    for table in SOURCE_TABLES:
+        found = by_name.get(table.name)
+        meta = {"sample_rows": n} if found is None else {"sample_rows": n, **table_metadata(found)}
+        yield dg.AssetCheckResult(
+            asset_key=table.name,
+            check_name="values_match_source",
+            passed=found is None or found.ok,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata=meta,
+        )

@@ -1,0 +1,103 @@
+"""Validate: the `validate` job, and what it (and migrate's sample check) reports.
+
+Thin on purpose: the comparison is `agent_migration.validation`. The job is op-based (not an asset job)
+so that "Materialize all" in the UI never runs it; its results are recorded on the external asset
+`validation_report` (a materialization, and one check per table).
+"""
+
+import dagster as dg
+
+from agent_migration import runlog
+from agent_migration.assets.common import OWNERS, markdown_table
+from agent_migration.resources import MigrationError, PostgresTarget, SqliteSource
+from agent_migration.tables import TARGET_TABLES
+from agent_migration.target.publishing import REJECTED_ROWS
+from agent_migration.validation import Report, TableReport, validate
+
+REPORT = dg.AssetKey("validation_report")
+
+validation_report = dg.AssetSpec(
+    REPORT,
+    group_name="validation",
+    kinds={"postgres", "sqlite"},
+    owners=OWNERS,
+    deps=[t.name for t in TARGET_TABLES] + [REJECTED_ROWS],
+    description="The last `validate` run: PostgreSQL compared, value by value, with the source snapshot it "
+    "was last published from (every source row loaded as the exact rules say, or rejected with its "
+    "payload; no stray row; users and listings derived right). Written by the `validate` job only.",
+)
+
+
+def table_metadata(t: TableReport) -> dict:
+    return {
+        "rows_compared": t.compared,
+        "matched": t.matched,
+        "differing": t.differing,
+        "missing": t.missing,
+        "extra": t.extra,
+        "differences": dg.MetadataValue.md("\n".join(f"- `{d.line()}`" for d in t.differences) or "_none_"),
+    }
+
+
+def report_metadata(report: Report) -> dict:
+    rows = [
+        {
+            "table": t.name,
+            "rows compared": t.compared,
+            "matched": t.matched,
+            "differing": t.differing,
+            "missing": t.missing,
+            "extra": t.extra,
+        }
+        for t in report.tables
+    ]
+    return {
+        "summary": dg.MetadataValue.md(markdown_table(rows, limit=len(rows))),
+        "passed": report.ok,
+        "snapshot": dg.MetadataValue.path(report.snapshot),
+        "published_by_run": report.published_by,
+        "mode": report.mode,
+        "seconds": round(report.seconds, 2),
+        "notes": dg.MetadataValue.md("\n".join(report.notes) or "_none_"),
+    }
+
+
+def log_report(log, report: Report) -> None:
+    """One line per difference (the first 20 per table), then the summary table."""
+    for line in report.lines():
+        log.error(line)
+    log.info(report.summary())
+
+
+@dg.op(
+    description="Compare PostgreSQL with the source snapshot it was last published from, value by value; "
+    "writes nothing to the target; fails when any row differs.",
+    out={},
+)
+def validate_target(context: dg.OpExecutionContext, source: SqliteSource, target: PostgresTarget):
+    try:
+        report = validate(source, target, log=context.log.info)
+    except MigrationError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    log_report(context.log, report)
+    # Yielded, not `context.log_event`-ed: events logged so are dropped when the op then fails.
+    yield dg.AssetMaterialization(asset_key=REPORT, metadata=report_metadata(report))
+    for t in report.tables:
+        yield dg.AssetCheckEvaluation(
+            asset_key=REPORT,
+            check_name=f"{t.name}_matches_source",
+            passed=t.ok,
+            metadata=table_metadata(t),
+            severity=dg.AssetCheckSeverity.ERROR,
+        )
+    if not report.ok:
+        raise dg.Failure(description=report.failure(), metadata=report_metadata(report), allow_retries=False)
+
+
+validate_job = dg.GraphDefinition(
+    name="validate",
+    node_defs=[validate_target],
+    description="Prove PostgreSQL against the source snapshot it was last published from, every row, value by "
+    "value through the exact rules (loaded rows, rejects and their payloads, no strays, users, listings). Writes "
+    "nothing to the target; fails, listing each difference, when anything differs.",
+).to_job(config=runlog.LOG_CONFIG, logger_defs={"console": runlog.console})
