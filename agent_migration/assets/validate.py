@@ -1,12 +1,11 @@
 """The sample check every `migrate` run makes: a random sample of each source table proven against
 PostgreSQL value by value, as the `validate` job (`ops/validate.py`) does for every row."""
 
-import os
-
 import dagster as dg
 
 from agent_migration.ops.validate import table_metadata
 from agent_migration.resources import MigrationError, PostgresTarget, SqliteSource
+from agent_migration.settings import Env, not_negative, resolve
 from agent_migration.tables import SOURCE_TABLES
 from agent_migration.validation import validate
 
@@ -14,17 +13,14 @@ SAMPLE_ENV = "MIGRATION_VALIDATE_SAMPLE"
 SAMPLE_DEFAULT = 1000
 
 
+SAMPLE = Env(
+    SAMPLE_ENV, SAMPLE_ENV, SAMPLE_DEFAULT, int, "a whole number of rows >= 0 (0 turns the check off)", not_negative
+)
+
+
 def sample_size() -> int:
-    raw = os.environ.get(SAMPLE_ENV, str(SAMPLE_DEFAULT)).strip()
-    try:
-        n = int(raw)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise MigrationError(
-            f"{SAMPLE_ENV} must be a whole number of rows >= 0 (0 turns the check off), not {raw!r}."
-        )
-    return n
+    """Rows per table the sample check compares, read at run time (a bad value fails naming the setting)."""
+    return resolve(SAMPLE, None).value
 
 
 @dg.multi_asset_check(
