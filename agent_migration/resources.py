@@ -27,7 +27,7 @@ from agent_migration import embedded
 from agent_migration.errors import MigrationError
 from agent_migration.settings import Env, Setting, not_negative, positive, resolve
 from agent_migration.source import disk
-from agent_migration.source.files import same_file, unchanged_since
+from agent_migration.source.files import copy_under_lock, same_file, unchanged_since
 
 
 def decode_text(raw: bytes) -> str:
@@ -161,9 +161,9 @@ class SqliteSource(dg.ConfigurableResource):
             conn.close()
 
     def snapshot(self, run_id: str, keep: str | None = None) -> Path:
-        """Copy the live source with SQLite's online backup API into the backup folder; keep the last N
-        (and `keep`: the snapshot a change-only re-sync compares with; a copy byte-identical to it
-        needs no integrity check of its own)."""
+        """Copy the live source into the backup folder: as a file under SQLite's shared lock, or for a WAL
+        database with SQLite's online backup API. Keep the last N (and `keep`: the snapshot a change-only
+        re-sync compares with; a copy byte-identical to it needs no integrity check of its own)."""
         source = self.check_file()
         folder = self.backup_folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -185,11 +185,12 @@ class SqliteSource(dg.ConfigurableResource):
             with self.connect(source) as src:
                 if keep and unchanged_since(src, source, keep):
                     return Path(keep).resolve()  # the same bytes: that snapshot serves this run too
-                dst = sqlite3.connect(copy)
-                try:
-                    src.backup(dst, progress=give_up_when_late)
-                finally:
-                    dst.close()
+                if not copy_under_lock(src, source, copy):
+                    dst = sqlite3.connect(copy)
+                    try:
+                        src.backup(dst, progress=give_up_when_late)
+                    finally:
+                        dst.close()
         except MigrationError:
             copy.unlink(missing_ok=True)
             raise

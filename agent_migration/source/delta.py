@@ -28,6 +28,7 @@ import pandas as pd
 
 from agent_migration.rules.cleaning import valid_values
 from agent_migration.rules.exact import Username
+from agent_migration.source import pages
 from agent_migration.source.files import same_file, sqlite_ident
 from agent_migration.tables import SOURCE_TABLES, Table
 
@@ -119,30 +120,78 @@ def _distinct(conn, schema: str, table: Table, column: str, where: str, param: s
     )
 
 
-def plan_table(conn: sqlite3.Connection, table: Table, changed_parents: dict[str, set]) -> dict:
+def _rowid_alias(conn: sqlite3.Connection, table: Table) -> bool:
+    """Whether the key column is the table's rowid (INTEGER PRIMARY KEY): always an integer then. Such a
+    key has no index of its own (one that does, e.g. declared DESC, is an ordinary column)."""
+    name = sqlite_ident(table.source)
+    keys = [row for row in conn.execute(f"PRAGMA main.table_info({name})") if row[5]]
+    if len(keys) != 1 or keys[0][1] != table.key_col.source or keys[0][2].upper() != "INTEGER":
+        return False
+    return not any(row[3] == "pk" for row in conn.execute(f"PRAGMA main.index_list({name})"))
+
+
+def _in_ranges(alias: str, schema: str, table: Table) -> str:
+    """FROM clause: the rows of `schema`.table within the rowid ranges given as JSON in :ranges (each a
+    rowid lookup: the ranges drive the join)."""
+    return (
+        f"json_each(:ranges) AS r CROSS JOIN {schema}.{sqlite_ident(table.source)} AS {alias} "
+        f"ON {alias}.rowid BETWEEN json_extract(r.value, '$[0]') AND json_extract(r.value, '$[1]')"
+    )
+
+
+def _scan(conn, table: Table, static: list[str], params: dict, ranges) -> list[tuple]:
+    """(rowid, key, changed) of the rows new or changed since the baseline, and of the rows matching
+    `static` (redone whatever their keys). With `ranges` (`pages.Suspects`), only rows in the ranges
+    where the pages differ are compared with the baseline."""
+    name, key_col = sqlite_ident(table.source), sqlite_ident(table.key_col.source)
+    differs = f"NOT EXISTS (SELECT 1 FROM base.{name} AS o WHERE o.rowid = n.rowid AND {same_row(conn, table)})"
+    if ranges is None:
+        where = " OR ".join([differs, *static])
+        return conn.execute(
+            f"SELECT n.rowid, n.{key_col}, {differs} AS changed FROM main.{name} AS n WHERE {where}", params
+        ).fetchall()
+    found = {
+        r: (r, k, 1)
+        for r, k in conn.execute(
+            f"SELECT n.rowid, n.{key_col} FROM {_in_ranges('n', 'main', table)} WHERE {differs}",
+            {"ranges": json.dumps(ranges.new[table.source])},
+        )
+    }
+    if static:
+        query = f"SELECT n.rowid, n.{key_col}, 0 FROM main.{name} AS n WHERE {' OR '.join(static)}"
+        found = {r: (r, k, 0) for r, k, _ in conn.execute(query, params)} | found
+    return list(found.values())
+
+
+def _gone(conn, table: Table, ranges) -> list[int]:
+    """Baseline rowids the new snapshot no longer has (with `ranges`: looked for where pages differ)."""
+    name = sqlite_ident(table.source)
+    missing = f"NOT EXISTS (SELECT 1 FROM main.{name} AS n WHERE n.rowid = o.rowid)"
+    if ranges is None:
+        return _column(conn, f"SELECT o.rowid FROM base.{name} AS o WHERE {missing}")
+    query = f"SELECT o.rowid FROM {_in_ranges('o', 'base', table)} WHERE {missing}"
+    return [r for (r,) in conn.execute(query, {"ranges": json.dumps(ranges.base[table.source])})]
+
+
+def plan_table(conn: sqlite3.Connection, table: Table, changed_parents: dict[str, set], ranges=None) -> dict:
     """The rows of one table to redo (rowids in the new snapshot), the baseline rowids whose rejects go,
     and the affected keys (clean, before the username remap) whose target rows are replaced."""
     name = sqlite_ident(table.source)
     key_col, key_rule = sqlite_ident(table.key_col.source), table.key_col.rule
-    # One pass over the table: rows new or changed since the baseline, and rows whose outcome may change
-    # whatever their keys: a value the rule may rewrite, or a changed parent.
+    # Rows new or changed since the baseline, and rows whose outcome may change whatever their keys:
+    # a value the rule may rewrite, or a changed parent.
     static = [f"typeof(n.{key_col}) <> '{key_rule.keeps}'"]
+    if key_rule.keeps == "integer" and _rowid_alias(conn, table):
+        static = []
     params: dict = {}
     for i, (col, parent) in enumerate(table.parent_refs):
         ref = sqlite_ident(col.source)
         static.append(f"typeof(n.{ref}) NOT IN ('{col.rule.keeps}', 'null')")
         static.append(f"n.{ref} IN (SELECT value FROM json_each(:p{i}))")
         params[f"p{i}"] = _json(changed_parents[parent.name])
-    scanned = conn.execute(
-        f"SELECT n.rowid, n.{key_col}, NOT EXISTS (SELECT 1 FROM base.{name} AS o WHERE o.rowid = n.rowid "
-        f"AND {same_row(conn, table)}) AS changed FROM main.{name} AS n WHERE changed OR {' OR '.join(static)}",
-        params,
-    ).fetchall()
+    scanned = _scan(conn, table, static, params, ranges)
     changed = [(r, k) for r, k, c in scanned if c]
-    gone = _column(
-        conn,
-        f"SELECT o.rowid FROM base.{name} AS o WHERE NOT EXISTS (SELECT 1 FROM main.{name} AS n WHERE n.rowid = o.rowid)",
-    )
+    gone = _gone(conn, table, ranges)
     changed_ids = [r for r, _ in changed]
     old_keys = _column(
         conn,
@@ -217,12 +266,13 @@ def plan(conn: sqlite3.Connection, baseline: str, snapshot: str | Path | None = 
     if snapshot is not None and same_file(snapshot, baseline):
         # Every outcome is as published.
         return {t.source: dict(NOTHING) for t in SOURCE_TABLES} | {USER_CHANGES: {"added": [], "removed": []}}
+    ranges = None if snapshot is None else pages.suspects(snapshot, baseline, [t.source for t in SOURCE_TABLES])
     conn.execute("ATTACH DATABASE ? AS base", (f"file:{quote(str(baseline))}?mode=ro",))
     try:
         out: dict[str, dict] = {}
         changed_parents: dict[str, set] = {}
         for table in SOURCE_TABLES:
-            out[table.source] = plan_table(conn, table, changed_parents)
+            out[table.source] = plan_table(conn, table, changed_parents, ranges)
             changed_parents[table.name] = set(out[table.source]["keys"])
         return out | {USER_CHANGES: user_changes(conn, out)}
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -21,6 +22,21 @@ def unchanged_since(src: sqlite3.Connection, source: Path, snapshot: str) -> boo
         return same_file(source, snapshot, cache=False)
     finally:
         src.execute("ROLLBACK")
+
+
+def copy_under_lock(src: sqlite3.Connection, source: Path, copy: Path) -> bool:
+    """Copy the live source file as it is, under a shared lock (no writer can commit meanwhile): the pages
+    the backup API would copy, at the speed of a file copy (1.2 GB: about 1 s instead of 6). Not for a
+    WAL database (False): its latest commits may be in the -wal file only."""
+    if src.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+        return False
+    src.execute("BEGIN")
+    try:
+        src.execute("SELECT count(*) FROM sqlite_master").fetchone()  # takes the shared lock
+        shutil.copyfile(source, copy)
+    finally:
+        src.execute("ROLLBACK")
+    return True
 
 
 def same_file(a: str | Path, b: str | Path, cache: bool = True) -> bool:

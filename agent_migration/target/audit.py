@@ -44,7 +44,8 @@ def accounting(cur, table: Table, stats: dict) -> dict:
     loaded, rejected = loaded_count(cur, table), rejected_count(cur, table)
     dup = scalar(
         cur,
-        "SELECT count(*) - count(DISTINCT source_key) FROM migration.rejected_rows WHERE source_table = %s",
+        # Byte order ("C"): the same distinctness, without the locale's slow comparisons (12 s -> 2 s at 4 M rows).
+        'SELECT count(*) - count(DISTINCT source_key COLLATE "C") FROM migration.rejected_rows WHERE source_table = %s',
         (table.source,),
     )
     return {
@@ -205,21 +206,28 @@ def listing_mismatches(cur) -> dict:
 
 def rejects_by_reason(cur, table: Table, top: int = 10) -> dict[str, int]:
     """Counts per kind of reason (a row with several reasons counts under each); rows of runs before
-    `reason_kind` existed are grouped by their reason with its values cut out."""
+    `reason_kind` existed are grouped by their reason with its values cut out.
+
+    Grouped by the stored combination first (a handful of groups), split into kinds here: splitting every
+    row's text in SQL cost seconds per million rejects."""
     cur.execute(
-        """SELECT kind, count(*) FROM migration.rejected_rows,
-             unnest(string_to_array(coalesce(reason_kind,
-               regexp_replace(regexp_replace(reason, ' \\(got .*?\\)(;|$)', '\\1', 'g'),
-                              'agent \\d+, which', 'agent N, which', 'g')), '; ')) AS kind
-           WHERE source_table = %s GROUP BY 1 ORDER BY 2 DESC LIMIT %s""",
-        (table.source, top),
+        """SELECT coalesce(reason_kind,
+             regexp_replace(regexp_replace(reason, ' \\(got .*?\\)(;|$)', '\\1', 'g'),
+                            'agent \\d+, which', 'agent N, which', 'g')), count(*)
+           FROM migration.rejected_rows WHERE source_table = %s GROUP BY 1""",
+        (table.source,),
     )
-    return dict(cur.fetchall())
+    kinds: dict[str, int] = {}
+    for combined, count in cur.fetchall():
+        for kind in combined.split("; "):
+            kinds[kind] = kinds.get(kind, 0) + count
+    return dict(sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))[:top])
 
 
 def reject_sample(cur, table: Table, n: int = SAMPLE_KEYS) -> list[dict]:
     cur.execute(
-        "SELECT source_key, reason FROM migration.rejected_rows WHERE source_table = %s ORDER BY source_key LIMIT %s",
+        "SELECT source_key, reason FROM migration.rejected_rows WHERE source_table = %s "
+        'ORDER BY source_rowid, source_key COLLATE "C" LIMIT %s',  # the first in source order, by the index
         (table.source, n),
     )
     return [{"source_key": k, "reason": r} for k, r in cur.fetchall()]

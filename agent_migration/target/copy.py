@@ -43,17 +43,19 @@ def copy_batches(
     batches: Iterable[pa.RecordBatch | pa.Table],
     types: dict[str, str],
     progress: Callable[[int], None] | None = None,
+    freeze: bool = False,
 ) -> int:
     """Binary COPY of Arrow batches of `schema` (the target's Arrow types, see `streaming.arrow_type`)
-    into `table`; `types` maps column -> PostgreSQL type. Returns rows copied.
+    into `table`; `types` maps column -> PostgreSQL type. Returns rows copied. `freeze`: rows written
+    frozen (the table must be new or truncated in this transaction).
 
     One COPY statement: a thread encodes batches while this one sends them, so the server inserts one
     batch while the next is being encoded. Binary COPY costs the server less than CSV: nothing to parse.
     """
     columns = list(types)
     schema = pa.schema([schema.field(c) for c in columns])
-    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary)").format(
-        table, sql.SQL(", ").join(map(sql.Identifier, columns))
+    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary{})").format(
+        table, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(", FREEZE" if freeze else "")
     )
     done = [0]
 

@@ -121,7 +121,9 @@ CREATE TABLE IF NOT EXISTS migration.rejected_rows (
 );
 ALTER TABLE migration.rejected_rows ADD COLUMN IF NOT EXISTS source_rowid BIGINT;
 ALTER TABLE migration.rejected_rows ADD COLUMN IF NOT EXISTS reason_kind TEXT;
-CREATE INDEX IF NOT EXISTS rejected_rows_table ON migration.rejected_rows (source_table);
+-- By table and source row: the checks, a sample's rejects and a re-sync's deletes find rows without a scan.
+DROP INDEX IF EXISTS migration.rejected_rows_table;
+CREATE INDEX IF NOT EXISTS rejected_rows_row ON migration.rejected_rows (source_table, source_rowid);
 CREATE TABLE IF NOT EXISTS migration.source_stats (
   source_table TEXT PRIMARY KEY,
   source_rows BIGINT NOT NULL,

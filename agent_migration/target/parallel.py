@@ -40,9 +40,18 @@ def prepare(cur) -> None:
     )
 
 
-def _copy(name: str, rows: Rows, types: dict[str, str]) -> Callable:
+def _may_fail(_rows: int) -> None:
+    faults.here("copy")
+
+
+def _copy(name: str, parts: list[Rows], types: dict[str, str]) -> Callable:
+    """The COPYs filling one stage table, frozen: after a TRUNCATE in the same transaction (FREEZE needs
+    it), the index builds and the first checks read the rows without setting each one's hint bits."""
+
     def run(cur) -> None:
-        copy_batches(cur, _in_stage(name), rows.full_schema, rows.batches(), types, lambda _n: faults.here("copy"))
+        cur.execute(sql.SQL("TRUNCATE {}").format(_in_stage(name)))
+        for rows in parts:
+            copy_batches(cur, _in_stage(name), rows.full_schema, rows.batches(), types, _may_fail, freeze=True)
 
     return run
 
@@ -61,7 +70,7 @@ def _table_tasks(table: Table, rows: Rows | None, types: dict[str, str]) -> list
     each foreign key's validation, which lock the table lightly enough to run side by side (a foreign key
     also waits for the referenced table's keys); then ANALYZE."""
     name = table.name
-    tasks = [Task(f"copy {name}", _copy(name, rows, types), phase="copy")] if rows is not None else []
+    tasks = [Task(f"copy {name}", _copy(name, [rows], types), phase="copy")] if rows is not None else []
     keys = f"keys {name}"
     tasks.append(Task(keys, _statements([*ddl.key_constraints(table, STAGE)], "index"), tuple(t.name for t in tasks), "indexes"))
     for index in table.indexes:
@@ -76,17 +85,14 @@ def _table_tasks(table: Table, rows: Rows | None, types: dict[str, str]) -> list
 
 
 def _reject_tasks(rejects: list[Rows], types: dict[str, str]) -> list[Task]:
-    copies = [
-        Task(f"copy rejects {i}", _copy(REJECTS, rows, types), phase="copy")
-        for i, rows in enumerate(rejects)
-        if rows.count
-    ]
+    parts = [rows for rows in rejects if rows.count]
+    copies = [Task("copy rejects", _copy(REJECTS, parts, types), phase="copy")] if parts else []
     after = tuple(t.name for t in copies)
-    index = sql.SQL("CREATE INDEX rejected_rows_table ON {} (source_table)").format(_in_stage(REJECTS))
+    index = sql.SQL("CREATE INDEX rejected_rows_row ON {} (source_table, source_rowid)").format(_in_stage(REJECTS))
     analyze = sql.SQL("ANALYZE {}").format(_in_stage(REJECTS))
     return copies + [
-        Task("index rejected_rows_table", _statements([index], "index"), after, "indexes"),
-        Task("analyze rejected_rows", _statements([analyze], "index"), (*after, "index rejected_rows_table"), "indexes"),
+        Task("index rejected_rows_row", _statements([index], "index"), after, "indexes"),
+        Task("analyze rejected_rows", _statements([analyze], "index"), (*after, "index rejected_rows_row"), "indexes"),
     ]
 
 
