@@ -139,11 +139,12 @@ def test_resync_equals_a_fresh_migration_and_writes_only_what_changed(tmp_path, 
     assert changes["rejected"] >= 1
 
 
-def test_a_writer_in_wal_mode_never_causes_snapshot_skew(tmp_path, pg_url):
+@pytest.mark.parametrize("journal", ["WAL", "DELETE"])  # the backup API; a file copy under the shared lock
+def test_a_writer_never_causes_snapshot_skew(tmp_path, pg_url, journal):
     source = tmp_path / "db.sqlite"
     write_sample(source, scale="small", seed=6, messy=False)
     conn = sqlite3.connect(source)
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA journal_mode={journal}")
     conn.close()
     stop = threading.Event()
     written = []
@@ -184,6 +185,7 @@ def test_a_writer_in_wal_mode_never_causes_snapshot_skew(tmp_path, pg_url):
     assert query(pg_url, orphans) == [(0,)]
     (backup,) = query(pg_url, "SELECT DISTINCT snapshot FROM migration.source_stats")[0]
     snap = sqlite3.connect(backup)
+    assert snap.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert (
         snap.execute("SELECT count(*) FROM chat_messages").fetchone()[0]
         == query(pg_url, "SELECT count(*) FROM chat_messages")[0][0]
