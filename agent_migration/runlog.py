@@ -127,6 +127,17 @@ def check_counts(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[in
     return found
 
 
+def check_metadata(instance: dg.DagsterInstance, run_id: str, check_name: str) -> dict[str, dict]:
+    """Per asset: the metadata (plain values) of this run's evaluation of `check_name`."""
+    found: dict[str, dict] = {}
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        if evaluation.check_name == check_name:
+            found[evaluation.asset_key.to_user_string()] = {k: v.value for k, v in evaluation.metadata.items()}
+    return found
+
+
 def checks_cell(counts: list[int] | None) -> str:
     return NONE if counts is None else "/".join(str(n) for n in counts)
 

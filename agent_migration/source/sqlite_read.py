@@ -50,13 +50,15 @@ def schema_objects(conn) -> tuple[tuple[str, str, str, str], ...]:
     return tuple(tuple(r) for r in rows)
 
 
-def distinct_values(conn, table: Table, column: str) -> pd.Series:
-    """Each distinct value of a source column as stored (1 and 1.0 apart, text compared byte for byte)."""
+def distinct_values(conn, table: Table, column: str, rowids: tuple[int, int] | None = None) -> pd.Series:
+    """Each distinct value of a source column as stored (1 and 1.0 apart, text compared byte for byte);
+    of the rows with rowids in `rowids` (inclusive), if given."""
 
     def read():
         name, col = sqlite_ident(table.source), sqlite_ident(column)
-        rows = conn.execute(f"SELECT DISTINCT typeof({col}), {col} COLLATE BINARY FROM {name}").fetchall()
-        return pd.Series([v for _, v in rows], dtype=object)
+        where, params = ("", ()) if rowids is None else (" WHERE rowid BETWEEN ? AND ?", rowids)
+        query = f"SELECT DISTINCT typeof({col}), {col} COLLATE BINARY FROM {name}{where}"
+        return pd.Series([v for _, v in conn.execute(query, params).fetchall()], dtype=object)
 
     return with_decoding(conn, read)
 

@@ -138,8 +138,8 @@ def sums(cur, table: Table, stats: dict) -> dict[str, dict]:
         cur.execute(
             """
             SELECT COALESCE(sum(CASE WHEN %(scale)s > 0 THEN round(v * 10::numeric ^ %(scale)s) ELSE v END), 0) FROM (
-              SELECT CASE WHEN jsonb_typeof(payload -> %(col)s) = 'number'
-                            OR (jsonb_typeof(payload -> %(col)s) = 'string' AND payload ->> %(col)s ~ %(num)s)
+              SELECT CASE WHEN json_typeof(payload -> %(col)s) = 'number'
+                            OR (json_typeof(payload -> %(col)s) = 'string' AND payload ->> %(col)s ~ %(num)s)
                           THEN (payload ->> %(col)s)::numeric END AS v
               FROM migration.rejected_rows WHERE source_table = %(table)s) AS r
             """,

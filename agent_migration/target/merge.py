@@ -21,7 +21,7 @@ REJECT_TYPES = {
     "source_table": "TEXT",
     "source_key": "TEXT",
     "reason": "TEXT",
-    "payload": "JSONB",
+    "payload": "JSON",
     "run_id": "TEXT",
     "source_rowid": "BIGINT",
     "reason_kind": "TEXT",
