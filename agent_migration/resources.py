@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from agent_migration import embedded
 from agent_migration.errors import MigrationError
 from agent_migration.settings import Env, Setting, not_negative, positive, resolve
 from agent_migration.source import disk
-from agent_migration.source.files import copy_under_lock, same_file, unchanged_since
+from agent_migration.source.files import same_file, shared_lock
 
 
 def decode_text(raw: bytes) -> str:
@@ -182,10 +183,12 @@ class SqliteSource(dg.ConfigurableResource):
                 raise busy
 
         try:
-            with self.connect(source) as src:
-                if keep and unchanged_since(src, source, keep):
+            with self.connect(source) as src, shared_lock(src) as locked:
+                if locked and keep and same_file(source, keep, cache=False):
                     return Path(keep).resolve()  # the same bytes: that snapshot serves this run too
-                if not copy_under_lock(src, source, copy):
+                if locked:  # the pages the backup API would copy, at a file copy's speed (1.2 GB: 2 s, not 6)
+                    shutil.copyfile(source, copy)
+                else:
                     dst = sqlite3.connect(copy)
                     try:
                         src.backup(dst, progress=give_up_when_late)

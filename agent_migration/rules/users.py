@@ -13,7 +13,7 @@ from agent_migration.resources import PostgresTarget, SqliteSource
 from agent_migration.rules.cleaning import derive_users, usernames
 from agent_migration.rules.exact import Username
 from agent_migration.source import delta
-from agent_migration.source.sqlite_read import distinct_values
+from agent_migration.source.sqlite_read import distinct_values, rowid_range
 from agent_migration.tables import SOURCE_TABLES, USERS, Table
 from agent_migration.target import merge
 
@@ -41,12 +41,11 @@ def referenced(conn, table: Table) -> dict[str, pd.Series]:
 
 
 def _halves(conn, table: Table) -> list[tuple[int, int]]:
-    """The table's rowid range in two halves (one query each: SQLite reads min or max alone from the b-tree)."""
-    name = f'"{table.source}"'
-    lo = conn.execute(f"SELECT min(rowid) FROM {name}").fetchone()[0]
-    hi = conn.execute(f"SELECT max(rowid) FROM {name}").fetchone()[0]
-    if lo is None:
+    """The table's rowid range in two halves."""
+    span = rowid_range(conn, table)
+    if span is None:
         return []
+    lo, hi = span
     mid = lo + (hi - lo) // 2
     return [(lo, mid), (mid + 1, hi)] if hi > lo else [(lo, hi)]
 

@@ -41,6 +41,15 @@ def source_stats(conn, table: Table) -> dict:
     return stats
 
 
+def rowid_range(conn, table: Table) -> tuple[int, int] | None:
+    """The table's smallest and largest rowid (None when empty). Two queries: SQLite reads min() or max()
+    alone from the rowid b-tree, but both in one query by a full scan."""
+    name = sqlite_ident(table.source)
+    lo = conn.execute(f"SELECT min(rowid) FROM {name}").fetchone()[0]
+    hi = conn.execute(f"SELECT max(rowid) FROM {name}").fetchone()[0]
+    return None if lo is None else (lo, hi)
+
+
 def schema_objects(conn) -> tuple[tuple[str, str, str, str], ...]:
     """The source's own schema statements (type, name, tbl_name, sql), in the order they were created,
     without SQLite's internal objects: what a rollback recreates."""

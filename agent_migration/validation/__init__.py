@@ -26,7 +26,7 @@ import pandas as pd
 from agent_migration.resources import MigrationError, PostgresTarget, SqliteSource
 from agent_migration.rules.cleaning import SOURCE_ROWID
 from agent_migration.runlog import text_table
-from agent_migration.source import delta
+from agent_migration.source import delta, sqlite_read
 from agent_migration.tables import MARKETPLACE_LISTINGS, SOURCE_TABLES, USERS, Table
 from agent_migration.target import audit, cutover
 from agent_migration.validation import compare, expected, target_read
@@ -233,13 +233,11 @@ def full_table(
 
 def sample_rowids(sconn: sqlite3.Connection, table: Table, n: int) -> list[int]:
     """Up to `2 n` rowids of the table to draw `n` rows from: every rowid of a small range, else random
-    ones drawn from the range, kept where they exist. min and max come from the rowid b-tree: no
-    count(*), which reads the whole table."""
-    # Two queries: SQLite reads min() or max() alone from the b-tree, both at once by a full scan.
-    lo = sconn.execute(f'SELECT min(rowid) FROM "{table.source}"').fetchone()[0]
-    hi = sconn.execute(f'SELECT max(rowid) FROM "{table.source}"').fetchone()[0]
-    if lo is None:
+    ones drawn from the range, kept where they exist (no count(*), which reads the whole table)."""
+    span = sqlite_read.rowid_range(sconn, table)
+    if span is None:
         return []
+    lo, hi = span
     if hi - lo + 1 <= 2 * n:
         return [r for (r,) in sconn.execute(f'SELECT rowid FROM "{table.source}"')]
     # Rowids are dense in practice: twice n draws from the range leave n rows to pick after gaps.
