@@ -6,12 +6,17 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from agent_migration.resources import PostgresTarget
+from agent_migration.rules.streaming import target_schema
 from agent_migration.sample import write_sample
+from agent_migration.tables import SOURCE_TABLES
+from agent_migration.target import merge, staging
 from agent_migration_tests.conftest import query, resources, run_migration
 from agent_migration_tests.test_resync import content
 
@@ -55,6 +60,9 @@ def test_a_parallel_first_load_builds_the_same_target_as_one_connection(messy_so
     meta = many.asset_materializations_for_node("publish")[0].metadata
     assert meta["connections"].value == 4 and {"copy", "indexes", "swap"} <= set(meta["load_phases_seconds"].value)
     assert one.asset_materializations_for_node("publish")[0].metadata["connections"].value == 1
+    # The source tables were copied into the stage while they were cleaned; one connection copies in publish.
+    assert meta["copied_while_cleaning"].value == sorted(t.name for t in SOURCE_TABLES)
+    assert one.asset_materializations_for_node("publish")[0].metadata["copied_while_cleaning"].value == []
     # Every check held on the swapped tables; a re-sync after a parallel load merges as usual.
     assert all(e.passed for e in many.get_asset_check_evaluations() if e.severity.value == "ERROR")
     again = migrate(messy_source, parallel, tmp_path / "many", connections=4)
@@ -79,7 +87,7 @@ def _backends_gone(url: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["copy", "index", "swap", "swapped"])
+@pytest.mark.parametrize("point", ["stage", "copy", "index", "swap", "swapped"])
 def test_a_run_killed_in_each_phase_leaves_the_previous_state_and_the_next_run_succeeds(
     point, messy_source, new_database, tmp_path
 ):
@@ -88,11 +96,78 @@ def test_a_run_killed_in_each_phase_leaves_the_previous_state_and_the_next_run_s
     killed = _run(messy_source, url, tmp_path, MIGRATION_FAULT_AT=point)
     assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
     _backends_gone(url)
-    # The previous state: the empty app tables target_schema committed, no run recorded, no reject.
-    assert all(rows == [] for name, rows in content(url).items()), content(url)
-    assert query(url, "SELECT count(*) FROM migration.runs") == [(0,)]
-    assert query(url, "SELECT count(*) FROM migration.source_stats") == [(0,)]
+    if point == "stage":  # killed while cleaning: target_schema had not run, the database is as it was
+        assert query(url, "SELECT count(*) FROM pg_tables WHERE schemaname IN ('public', 'migration')") == [(0,)]
+    else:  # the previous state: the empty app tables target_schema committed, no run recorded, no reject
+        assert all(rows == [] for name, rows in content(url).items()), content(url)
+        assert query(url, "SELECT count(*) FROM migration.runs") == [(0,)]
+        assert query(url, "SELECT count(*) FROM migration.source_stats") == [(0,)]
     again = _run(messy_source, url, tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert content(url) == content(reference)
     assert catalog(url) == catalog(reference)  # the killed run's stage schema is gone too
+
+
+BALANCES = next(t for t in SOURCE_TABLES if t.name == "user_balance")
+
+
+def _chunk(first: int, n: int) -> pa.Table:
+    return pa.table(
+        {"user_id": pa.array(range(first, first + n), pa.int32()), "coins": pa.array([7] * n, pa.int32())}
+        | {"updated_at": pa.array([datetime(2026, 1, 1)] * n, pa.timestamp("us"))},
+        schema=target_schema(BALANCES.migrated),
+    )
+
+
+def _stage_rows(url: str) -> dict:
+    found = query(url, "SELECT to_regclass('migration_stage.user_balance') IS NOT NULL")[0][0]
+    count = query(url, "SELECT count(*) FROM migration_stage.user_balance")[0][0] if found else None
+    marks = query(url, "SELECT count(*) FROM migration_stage.staged")[0][0] if found else None
+    return {"table": found, "rows": count, "markers": marks}
+
+
+def test_staging_while_cleaning_commits_a_marked_copy_that_publish_recognises(pg_url):
+    target = PostgresTarget(database_url=pg_url)
+    with staging.stage_while_cleaning(target, BALANCES, "/run/user_balance.arrow", full_run=True) as stager:
+        for first in range(0, 5000, 1000):
+            stager.write(_chunk(first, 1000))
+    assert stager.skipped is None and stager.rows == 5000
+    assert _stage_rows(pg_url) == {"table": True, "rows": 5000, "markers": 1}
+    with target.connect() as conn, conn.cursor() as cur:
+        assert staging.staged(cur, {"user_balance": ("/run/user_balance.arrow", 5000)}) == {"user_balance"}
+        assert staging.staged(cur, {"user_balance": ("/run/user_balance.arrow", 4999)}) == set()
+        assert staging.staged(cur, {"user_balance": ("/other/user_balance.arrow", 5000)}) == set()
+
+
+def test_a_failed_cleaning_rolls_its_staging_copy_back(pg_url):
+    target = PostgresTarget(database_url=pg_url)
+    stage = staging.stage_while_cleaning(target, BALANCES, "/run/x.arrow", full_run=True)
+    with pytest.raises(RuntimeError, match="rule broke"), stage as stager:
+        for first in range(0, 20_000, 1000):  # more chunks than the queue holds
+            stager.write(_chunk(first, 1000))
+        raise RuntimeError("rule broke")
+    assert stager.skipped == "the cleaning failed"
+    assert query(pg_url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'migration_stage'") == [(0,)]
+
+
+def test_no_staging_for_a_target_with_rows_a_held_lock_or_one_connection(pg_url):
+    target = PostgresTarget(database_url=pg_url)
+    with target.connect() as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE public.users (id INTEGER, username TEXT)")
+        cur.execute("INSERT INTO public.users VALUES (1, 'a')")
+        conn.commit()
+    with staging.stage_while_cleaning(target, BALANCES, "/run/x.arrow", full_run=True) as stager:
+        for first in range(0, 10_000, 1000):  # the cleaning never waits on a copy that is not coming
+            stager.write(_chunk(first, 1000))
+    assert stager.skipped == "users already holds rows (a re-sync merges in one transaction)"
+    with target.connect() as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM public.users")
+        conn.commit()
+        assert merge.try_lock(cur)  # another run's lock, held while this one cleans
+        with staging.stage_while_cleaning(target, BALANCES, "/run/x.arrow", full_run=True) as stager:
+            stager.write(_chunk(0, 10))
+        assert stager.skipped == "another run holds the target's advisory lock"
+    for other, full in ((PostgresTarget(database_url=pg_url, connections=1), True), (target, False)):
+        with staging.stage_while_cleaning(other, BALANCES, "/run/x.arrow", full_run=full) as stager:
+            assert stager is None
+    assert query(pg_url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'migration_stage'") == [(0,)]

@@ -90,6 +90,7 @@ def test_scales():
     medium = sample.SCALES["medium"]
     assert medium == {"agents": 100_000, "balances": 20_000, "payments": 50_000, "messages": 1_000_000}
     assert sample.SCALES["large"] == {k: 4 * v for k, v in medium.items()}
+    assert sample.SCALES["xlarge"] == {k: 10 * v for k, v in medium.items()}
     assert sample.SCALES["small"] == {k: v // 100 for k, v in medium.items()}
     assert sample.SCALES["tiny"] == {"agents": 50, "balances": 20, "payments": 30, "messages": 200}
 

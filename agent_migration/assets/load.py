@@ -16,7 +16,7 @@ from agent_migration.assets.common import OWNERS, markdown_table, table_schema
 from agent_migration.resources import MigrationError, PostgresTarget
 from agent_migration.rules.exact import Username
 from agent_migration.tables import SOURCE_TABLES, TARGET_TABLES, Table
-from agent_migration.target import budget, cutover, ddl, merge, publishing
+from agent_migration.target import budget, cutover, ddl, merge, publishing, staging
 
 POOL = "postgres"
 REJECTED_ROWS = publishing.REJECTED_ROWS
@@ -44,8 +44,10 @@ def target_schema(
         limit, shares = budget.enforce(target, source_snapshot, cleaned)
     except budget.BudgetExceeded as exc:
         context.log.info(runlog.budget_summary(exc.shares, exc.budget))
+        staging.discard_after_failure(target)
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except MigrationError as exc:
+        staging.discard_after_failure(target)  # (a bad setting: what the cleaning staged goes too)
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except psycopg2.Error as exc:
         raise fail(exc, target) from None
@@ -56,6 +58,8 @@ def target_schema(
             try:
                 created = ddl.ensure_schema(cur)
             except ValueError as exc:
+                conn.rollback()
+                staging.discard_after_failure(target)
                 raise MigrationError(
                     f"the target {target.describe()} already holds app tables of another shape: {exc}. "
                     "Nothing was changed; migrate into an empty database or fix those tables."
@@ -174,6 +178,7 @@ def publish(
         "load_seconds": round(seconds, 3),
         "load_phases_seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in published.phases.items()}),
         "connections": published.connections,
+        "copied_while_cleaning": dg.MetadataValue.json(list(published.copied_while_cleaning)),
         "rows_per_second": round(loaded / max(seconds, 1e-9)),
     }
     for table in TARGET_TABLES:

@@ -12,8 +12,9 @@ from agent_migration.artifacts import CleanTable, Snapshot, SourceTable
 from agent_migration.assets.common import OWNERS, frame_schema, markdown_table
 from agent_migration.resources import PostgresTarget, SqliteSource
 from agent_migration.rules import users as user_lib
-from agent_migration.rules.streaming import Context, clean_source
+from agent_migration.rules.streaming import Context, clean_source, loaded_path
 from agent_migration.tables import SOURCE_TABLES, Table
+from agent_migration.target import staging
 
 
 @dg.asset(
@@ -70,7 +71,12 @@ def clean_asset(table: Table) -> dg.AssetsDefinition:
     ):
         parent_keys = user_lib.parent_keys(target, table, {n.removeprefix("clean_"): v for n, v in loaded.items()})
         ctx = Context(derived_users, parent_keys, raw.facts)
-        done = clean_source(source, raw, table, ctx, source_snapshot.run_dir, is_parent, context.log.info)
+        run_dir, full_run = source_snapshot.run_dir, raw.delta is None and source_snapshot.changes is None
+        with staging.stage_while_cleaning(target, table, loaded_path(run_dir, table), full_run) as stager:
+            sink = stager.write if stager else None
+            done = clean_source(source, raw, table, ctx, run_dir, is_parent, context.log.info, sink=sink)
+        if stager:
+            context.log.info(staging.outcome(stager))
         context.log.info(
             f"{table.source}: {done.rows:,} rows, {done.rejected:,} rejected; "
             f"{done.fast_rows:,} judged in Arrow, {done.rows - done.fast_rows:,} value by value"

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import dagster as dg
 
+CLEAN = "clean (∥ COPY on a first load)"  # a first load's clean steps copy each chunk as it is cleaned
 PHASES = (
     "start-up and bookkeeping",
     "snapshot",
     "users",
-    "clean",
+    CLEAN,
     "budget and schema",
     "publish: copy",
     "publish: indexes and keys",
@@ -31,7 +32,7 @@ def _phase(step_key: str) -> str:
     if step_key == "derived_users":
         return "users"
     if step_key.startswith("clean_"):
-        return "clean"
+        return CLEAN
     if step_key == "target_schema":
         return "budget and schema"
     if step_key == "publish":

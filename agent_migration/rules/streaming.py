@@ -203,8 +203,10 @@ def clean_stream(
     keep_keys: bool,
     log: Callable[[int], None] | None = None,
     profile=None,
+    sink: Callable[[pa.Table], None] | None = None,
 ) -> CleanTable:
-    """Clean every chunk, writing loadable rows to `out[0]` and rejects to `out[1]` (Arrow IPC streams)."""
+    """Clean every chunk, writing loadable rows to `out[0]` and rejects to `out[1]` (Arrow IPC streams);
+    `sink` also gets each chunk's loadable rows (a first load's early copy, see `target/staging.py`)."""
     ids = UserMap.of(ctx.users)
     counts, reasons, preview, keys = Counter(), Counter(), [], []
     with (
@@ -219,6 +221,8 @@ def clean_stream(
                 profile.rejects(got.rejects)
             w0.write_table(got.loaded)
             w1.write_table(got.rejects)
+            if sink is not None:
+                sink(got.loaded)
             counts.update(loaded=got.loaded.num_rows, rejected=got.rejects.num_rows, fast=got.fast_rows)
             reasons.update(reason_kinds(got.rejects.column("reason_kind").combine_chunks()))
             if len(preview) < 10 and got.rejects.num_rows:
@@ -265,13 +269,20 @@ def clean_source(
     keep_keys: bool,
     log,
     profile=None,
+    sink: Callable[[pa.Table], None] | None = None,
 ) -> CleanTable:
-    """Clean every chunk of a planned source table into the run's folder (`profile`: see `clean_chunk`)."""
-    out = (Path(run_dir) / f"{table.name}.arrow", Path(run_dir) / f"{table.name}.rejects.arrow")
+    """Clean every chunk of a planned source table into the run's folder (`profile`: see `clean_chunk`;
+    `sink`: see `clean_stream`)."""
+    out = (Path(loaded_path(run_dir, table)), Path(run_dir) / f"{table.name}.rejects.arrow")
     with source.connect(planned.snapshot) as conn, source.connect_arrow(planned.snapshot) as adbc:
         log_rows = progress(table, planned.rows, log)
-        done = clean_stream(conn, adbc, table, iter(planned.chunks), ctx, out, keep_keys, log_rows, profile)
+        done = clean_stream(conn, adbc, table, iter(planned.chunks), ctx, out, keep_keys, log_rows, profile, sink)
     return replace(done, rowids=planned.rowids, delta=planned.delta, snapshot=planned.snapshot)
+
+
+def loaded_path(run_dir: str, table: Table) -> str:
+    """The Arrow file of a table's loadable rows in the run's folder."""
+    return str(Path(run_dir) / f"{table.name}.arrow")
 
 
 def progress(table: Table, total: int, log) -> Callable[[int], None]:

@@ -10,7 +10,7 @@ What the sample holds (the app's four tables, exactly as the app declares them):
   case and unicode (`Alice` and `alice` are two users, `zoë_ü`, `李雷`). Some users appear ONLY in
   payments, some ONLY in chat messages and some ONLY in user_balance, never as an agent owner.
 - Clean rows have contiguous ids from 1. Scales (`SCALES`): tiny, small (1/100 of medium), medium
-  (100k agents, 20k balances, 50k payments, 1M chat messages) and large (4x medium).
+  (100k agents, 20k balances, 50k payments, 1M chat messages), large (4x medium) and xlarge (10x medium).
 
 Messy data (unless `messy=False` / `--clean`):
 

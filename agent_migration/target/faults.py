@@ -1,8 +1,9 @@
 """A test-only switch that kills the run at a named point of the publish, as a crash or `kill -9` would.
 
-`MIGRATION_FAULT_AT=copy|index|swap|swapped` (unset in any real run): the kill tests use it to prove that
+`MIGRATION_FAULT_AT=stage|copy|index|swap|swapped` (unset in any real run): the kill tests use it to prove that
 a run killed in each phase leaves the previous state and that the next run succeeds. The process kills
-itself when the point is reached: `copy` once the first rows of a COPY were sent (the COPY is cut off
+itself when the point is reached: `stage` once a first load's early copy (while cleaning) sent its
+first rows, `copy` once the first rows of a COPY were sent (the COPY is cut off
 mid-flight), `index` as a build starts (others may be done or running), `swap` before the swap,
 `swapped` after it and before the commit.
 """

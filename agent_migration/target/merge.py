@@ -54,8 +54,7 @@ def lock(cur, wait_s: float) -> None:
     """Take the project's advisory lock for this transaction, or fail clearly after `wait_s`."""
     deadline = time.monotonic() + wait_s
     while True:
-        cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (LOCK_KEY,))
-        if cur.fetchone()[0]:
+        if try_lock(cur):
             return
         if time.monotonic() >= deadline:
             raise ConcurrentRun(
@@ -63,6 +62,12 @@ def lock(cur, wait_s: float) -> None:
                 f"than {wait_s:g} s); wait for it to finish, then run again"
             )
         time.sleep(0.5)
+
+
+def try_lock(cur) -> bool:
+    """The project's advisory lock for this transaction, if no other run holds it."""
+    cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (LOCK_KEY,))
+    return cur.fetchone()[0]
 
 
 def stage(cur, table: Table, columns: dict[str, str], rows: Rows, progress=None) -> int:

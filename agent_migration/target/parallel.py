@@ -17,24 +17,28 @@ from collections.abc import Callable
 from psycopg2 import sql
 
 from agent_migration.tables import TARGET_TABLES, Table
-from agent_migration.target import ddl, faults
+from agent_migration.target import ddl, faults, staging
 from agent_migration.target.copy import Rows, copy_batches
+from agent_migration.target.staging import STAGE
+from agent_migration.target.staging import in_stage as _in_stage
 from agent_migration.target.workers import Task, run_tasks
 
-STAGE = "migration_stage"
 REJECTS = "rejected_rows"
 
 
-def _in_stage(name: str) -> sql.Composable:
-    return sql.SQL("{}.{}").format(sql.Identifier(STAGE), sql.Identifier(name))
-
-
-def prepare(cur) -> None:
-    """A fresh stage schema: whatever a killed run left there goes first."""
-    cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(STAGE)))
-    cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(STAGE)))
+def prepare(cur, keep: set[str]) -> None:
+    """The stage schema for this build: the tables copied while cleaning (`keep`) stay, whatever else is
+    there (a failed or killed run's leftovers) goes. The markers go too: a table being built is no longer
+    as its copy left it, so a retried publish copies every table again."""
+    staging.create_markers(cur)
+    cur.execute(sql.SQL("DELETE FROM {}").format(_in_stage(staging.MARKERS)))
+    cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (STAGE,))
+    for (name,) in cur.fetchall():
+        if name not in keep | {staging.MARKERS}:
+            cur.execute(sql.SQL("DROP TABLE {} CASCADE").format(_in_stage(name)))
     for table in TARGET_TABLES:  # without foreign keys and secondary indexes: built after the copy
-        cur.execute(ddl.create_table(table, STAGE, references=False, keys=False))
+        if table.name not in keep:
+            cur.execute(ddl.create_table(table, STAGE, references=False, keys=False))
     cur.execute(
         sql.SQL("CREATE TABLE {} (LIKE migration.rejected_rows INCLUDING DEFAULTS)").format(_in_stage(REJECTS))
     )
@@ -97,11 +101,18 @@ def _reject_tasks(rejects: list[Rows], types: dict[str, str]) -> list[Task]:
 
 
 def tasks_for(
-    frames: dict[str, Rows], columns: dict[str, dict[str, str]], rejects: list[Rows], reject_types: dict[str, str]
+    frames: dict[str, Rows],
+    columns: dict[str, dict[str, str]],
+    rejects: list[Rows],
+    reject_types: dict[str, str],
+    sizes: dict[str, Rows] | None = None,
 ) -> list[Task]:
     """Copies largest first (the longest starts at once); a table's builds are listed before the copies
-    still waiting, so a worker builds a copied table while another copies the next one."""
-    by_size = sorted(TARGET_TABLES, key=lambda t: -(frames[t.name].count if t.name in frames else 0))
+    still waiting, so a worker builds a copied table while another copies the next one. A table without
+    rows in `frames` is not copied (it is in the stage already, or filled after the swap); `sizes`
+    orders the builds when it has more tables than `frames`."""
+    sizes = sizes or frames
+    by_size = sorted(TARGET_TABLES, key=lambda t: -(sizes[t.name].count if t.name in sizes else 0))
     tasks = [
         task
         for table in by_size
@@ -111,20 +122,22 @@ def tasks_for(
     return [t for t in tasks if t.phase != "copy"] + [t for t in tasks if t.phase == "copy"]
 
 
-def build(connect, frames, columns, rejects, types, workers: int) -> dict[str, float]:
-    """Build every table in the stage schema over `workers` connections. -> seconds per phase."""
+def build(connect, frames, columns, rejects, types, workers: int) -> tuple[dict[str, float], set[str]]:
+    """Build every table in the stage schema over `workers` connections; a table the cleaning already
+    copied there (`staging`) is not copied again. -> (seconds per phase, the tables found staged)."""
     started = time.perf_counter()
     with connect() as conn, conn.cursor() as cur:
-        prepare(cur)
+        keep = staging.staged(cur, {name: (rows.path, rows.count) for name, rows in frames.items() if rows.path})
+        prepare(cur, keep)
         conn.commit()
     seconds = {"stage": time.perf_counter() - started}
-    tasks = tasks_for(frames, columns, rejects, types)
+    tasks = tasks_for({n: r for n, r in frames.items() if n not in keep}, columns, rejects, types, frames)
     started = time.perf_counter()
     timings = run_tasks(tasks, connect, workers, setup=lambda cur: cur.execute(f"SET search_path TO {STAGE}"))
     seconds["parallel"] = time.perf_counter() - started
     for task in tasks:
         seconds[task.phase] = seconds.get(task.phase, 0.0) + timings.get(task.name, 0.0)
-    return seconds
+    return seconds, keep
 
 
 def swap(cur) -> None:
@@ -138,5 +151,6 @@ def swap(cur) -> None:
     for table in TARGET_TABLES:
         cur.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(_in_stage(table.name), sql.Identifier(ddl.SCHEMA)))
     cur.execute(sql.SQL("ALTER TABLE {} SET SCHEMA migration").format(_in_stage(REJECTS)))
+    cur.execute(sql.SQL("DROP TABLE {}").format(_in_stage(staging.MARKERS)))
     cur.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(STAGE)))
     faults.here("swapped")

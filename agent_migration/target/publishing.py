@@ -23,7 +23,7 @@ from agent_migration.rules.exact import Username
 from agent_migration.rules.streaming import REJECT_SCHEMA, target_schema
 from agent_migration.source import delta
 from agent_migration.tables import MARKETPLACE_LISTINGS, SOURCE_TABLES, TARGET_TABLES, USERS
-from agent_migration.target import cutover, merge, parallel
+from agent_migration.target import cutover, merge, parallel, staging
 from agent_migration.target.copy import Rows
 
 REJECTED_ROWS = "rejected_rows"  # the asset of migration.rejected_rows
@@ -158,6 +158,7 @@ class Published:
     changes: dict  # per target table: inserted, updated, deleted (and rejected for the source tables)
     phases: dict  # seconds: "copy", "indexes" (and "stage", "parallel", "swap" on a parallel first load)
     connections: int  # connections the load used
+    copied_while_cleaning: tuple[str, ...] = ()  # tables the cleaning had already copied into the stage
 
 
 def first_load(cur) -> bool:
@@ -165,10 +166,12 @@ def first_load(cur) -> bool:
     return all(merge.is_empty(cur, t) for t in TARGET_TABLES)
 
 
-def load_in_parallel(cur, target: PostgresTarget, users, clean, run_id: str, workers: int, log) -> tuple[dict, dict]:
+def load_in_parallel(cur, target: PostgresTarget, users, clean, run_id: str, workers: int, log) -> tuple:
     """A first load built on `workers` connections in the stage schema, swapped in by `cur`'s transaction."""
     frames = rows_to_load(users, clean)
-    phases = parallel.build(target.connect, frames, column_types(), rejects_to_load(clean, run_id), merge.REJECT_TYPES, workers)
+    phases, staged = parallel.build(
+        target.connect, frames, column_types(), rejects_to_load(clean, run_id), merge.REJECT_TYPES, workers
+    )
     started = time.monotonic()
     parallel.swap(cur)
     listings = merge.sync_listings(cur)
@@ -178,11 +181,11 @@ def load_in_parallel(cur, target: PostgresTarget, users, clean, run_id: str, wor
     log(
         f"first load on {workers} connections: stage {phases['stage']:.1f} s, copy and build {phases['parallel']:.1f} s "
         f"(copy {phases.get('copy', 0):.1f} s, indexes and keys {phases.get('indexes', 0):.1f} s summed over "
-        f"connections), swap {phases['swap']:.1f} s"
+        f"connections), swap {phases['swap']:.1f} s; copied while cleaning: {', '.join(sorted(staged)) or 'none'}"
     )
     changes = {name: {"inserted": rows.count, "updated": 0, "deleted": 0} for name, rows in frames.items()}
     changes[MARKETPLACE_LISTINGS.name] = {"inserted": listings["inserted"], "updated": 0, "deleted": 0}
-    return changes, phases
+    return changes, phases, tuple(sorted(staged))
 
 
 def publish_all(
@@ -197,14 +200,16 @@ def publish_all(
     cur.execute("SELECT clock_timestamp() AT TIME ZONE 'UTC'")
     locked_at = cur.fetchone()[0]
     phases: dict[str, float] = {}
+    staged: tuple[str, ...] = ()
     workers = target.setting("connections").value
     if scopes is not None and nothing_to_merge(scopes, snap):
         log("no source row changed since the last published run: nothing to merge")
         changes = {t.name: {"inserted": 0, "updated": 0, "deleted": 0} for t in TARGET_TABLES}
     elif scopes is None and workers > 1 and first_load(cur):
-        changes, phases = load_in_parallel(cur, target, users, clean, run_id, workers, log)
+        changes, phases, staged = load_in_parallel(cur, target, users, clean, run_id, workers, log)
     else:
         workers = 1
+        staging.discard(cur)  # (a target that stopped being a first load after this run's cleaning staged)
         changes = merge.publish(
             cur,
             rows_to_load(users, clean),
@@ -218,4 +223,4 @@ def publish_all(
     for table in SOURCE_TABLES:
         changes[table.name]["rejected"] = clean[table.name].rejected
     record_run(cur, snap, run_id, locked_at, changes)
-    return Published(changes, phases, workers)
+    return Published(changes, phases, workers, staged)
