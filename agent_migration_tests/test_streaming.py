@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import tempfile
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
@@ -321,3 +323,36 @@ def test_only_a_true_rowid_alias_is_taken_for_a_key_without_duplicates():
         False,
         False,
     ]
+
+
+_NOT_UTF8 = st.binary(min_size=1, max_size=6).map(lambda b: ("bad", b"\xff" + b))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.one_of(sqlite_values, _NOT_UTF8), max_size=80),
+    span=st.one_of(st.none(), st.tuples(st.integers(-2, 40), st.integers(0, 90))),
+)
+def test_hashed_distinct_values_are_sqlites_own(values, span):
+    """The users' names found by hashing in Arrow are SQLite's DISTINCT, value for value: text as stored
+    (bytes that are not UTF-8, NULs and case kept), and the other storage classes apart."""
+    chats = next(t for t in SOURCE_TABLES if t.name == "chat_messages")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "db.sqlite"
+        conn = sqlite3.connect(path)
+        conn.execute('CREATE TABLE chat_messages ("user_id")')
+        for v in values:
+            mark = "CAST(? AS TEXT)" if isinstance(v, tuple) else "?"
+            conn.execute(f"INSERT INTO chat_messages VALUES ({mark})", [bind(v)])
+        conn.commit()
+        conn.close()
+        source = SqliteSource(path=str(path))
+        with source.connect(path) as conn, source.connect_arrow(path) as adbc:
+            hashed = sqlite_read.distinct_values_hashed(conn, adbc, chats, "user_id", span)
+            sorted_ = sqlite_read.distinct_values(conn, chats, "user_id", span)
+
+    def kinds(found: pd.Series) -> Counter:
+        return Counter((type(v).__name__, v) for v in found)
+
+    assert kinds(hashed) == kinds(sorted_)
+    assert len(hashed) == len(sorted_)

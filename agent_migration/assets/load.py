@@ -162,7 +162,7 @@ def publish(
             )
             changes = published.changes
             conn.commit()
-            counts = publishing.table_counts(cur)
+            counts = published.counts(cur)
     except (MigrationError, merge.ConcurrentRun, cutover.CutoverDone) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except psycopg2.Error as exc:

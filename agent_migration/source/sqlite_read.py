@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from agent_migration.resources import decode_text
 from agent_migration.rules.cleaning import SOURCE_ROWID, KeyFacts, key_facts_of
@@ -70,6 +71,26 @@ def distinct_values(conn, table: Table, column: str, rowids: tuple[int, int] | N
         return pd.Series([v for _, v in conn.execute(query, params).fetchall()], dtype=object)
 
     return with_decoding(conn, read)
+
+
+def distinct_values_hashed(conn, adbc, table: Table, column: str, rowids: tuple[int, int] | None = None) -> pd.Series:
+    """`distinct_values` (the same values), found by hashing instead of SQLite's sort: the text values
+    stream through ADBC in batches and pyarrow keeps the unique ones (memory: the distinct values and one
+    batch); the other storage classes, which a username column rarely holds, come from SQLite."""
+    name, col = sqlite_ident(table.source), sqlite_ident(column)
+    where = "" if rowids is None else f" AND rowid BETWEEN {int(rowids[0])} AND {int(rowids[1])}"
+    found = pa.array([], pa.binary())
+    cur = adbc.cursor()
+    try:
+        cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(1 << 16)})
+        cur.execute(f"SELECT {col} FROM {name} WHERE typeof({col}) = 'text'{where}")
+        for batch in cur.fetch_record_batch():  # (text read as bytes: UTF-8 is not assumed here)
+            found = pc.unique(pa.concat_arrays([found, batch.column(0).cast(pa.binary())]))
+    finally:
+        cur.close()
+    texts = [decode_text(v) for v in found.to_pylist()]
+    query = f"SELECT DISTINCT typeof({col}), {col} FROM {name} WHERE typeof({col}) != 'text'{where}"
+    return pd.Series(texts + [v for _, v in conn.execute(query).fetchall()], dtype=object)
 
 
 def with_decoding(conn, read):

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from psycopg2 import sql
 
-from agent_migration.tables import TARGET_TABLES, Table
-from agent_migration.target import ddl, faults, staging
+from agent_migration.tables import MARKETPLACE_LISTINGS, TARGET_TABLES, Table
+from agent_migration.target import ddl, faults, merge, staging
 from agent_migration.target.copy import Rows, copy_batches
 from agent_migration.target.staging import STAGE
 from agent_migration.target.staging import in_stage as _in_stage
@@ -69,12 +70,32 @@ def _statements(statements: list[sql.Composable], point: str) -> Callable:
     return run
 
 
-def _table_tasks(table: Table, rows: Rows | None, types: dict[str, str]) -> list[Task]:
-    """Copy; then the keys (one statement: ALTER TABLE locks the table whole); then each secondary index and
-    each foreign key's validation, which lock the table lightly enough to run side by side (a foreign key
-    also waits for the referenced table's keys); then ANALYZE."""
+def _fill_listings(filled: dict[str, int]) -> Callable:
+    """The marketplace listings made from the staged agents, as `merge.sync_listings` makes them."""
+
+    def run(cur) -> None:
+        filled.update(merge.sync_listings(cur))
+
+    return run
+
+
+def _first_task(table: Table, frames: dict[str, Rows], types: dict[str, str], filled: dict) -> Task | None:
+    """What fills a stage table: the copy of its rows; for the listings, their making from the agents
+    (once copied); none for a table the cleaning staged or one that stays empty."""
+    if table.name in frames:
+        return Task(f"copy {table.name}", _copy(table.name, [frames[table.name]], types), phase="copy")
+    if table is MARKETPLACE_LISTINGS:
+        after = ("copy agents",) if "agents" in frames else ()
+        return Task(f"fill {table.name}", _fill_listings(filled), after, phase="copy")
+    return None
+
+
+def _table_tasks(table: Table, first: Task | None) -> list[Task]:
+    """Fill (`_first_task`); then the keys (one statement: ALTER TABLE locks the table whole); then each
+    secondary index and each foreign key's validation, which lock the table lightly enough to run side by
+    side (a foreign key also waits for the referenced table's keys); then ANALYZE."""
     name = table.name
-    tasks = [Task(f"copy {name}", _copy(name, [rows], types), phase="copy")] if rows is not None else []
+    tasks = [first] if first is not None else []
     keys = f"keys {name}"
     tasks.append(Task(keys, _statements([*ddl.key_constraints(table, STAGE)], "index"), tuple(t.name for t in tasks), "indexes"))
     for index in table.indexes:
@@ -84,7 +105,7 @@ def _table_tasks(table: Table, rows: Rows | None, types: dict[str, str]) -> list
         needs = (keys,) if parent == name else (keys, f"keys {parent}")
         tasks.append(Task(f"foreign key {name}.{col.name}", _statements([add, validate], "index"), needs, "indexes"))
     analyze = _statements([sql.SQL("ANALYZE {}").format(_in_stage(name))], "index")
-    tasks.append(Task(f"analyze {name}", analyze, tuple(t.name for t in tasks if t.name != f"copy {name}"), "indexes"))
+    tasks.append(Task(f"analyze {name}", analyze, tuple(t.name for t in tasks if t is not first), "indexes"))
     return tasks
 
 
@@ -106,38 +127,51 @@ def tasks_for(
     rejects: list[Rows],
     reject_types: dict[str, str],
     sizes: dict[str, Rows] | None = None,
+    filled: dict[str, int] | None = None,
 ) -> list[Task]:
     """Copies largest first (the longest starts at once); a table's builds are listed before the copies
     still waiting, so a worker builds a copied table while another copies the next one. A table without
-    rows in `frames` is not copied (it is in the stage already, or filled after the swap); `sizes`
-    orders the builds when it has more tables than `frames`."""
-    sizes = sizes or frames
+    rows in `frames` is not copied (it is in the stage already, or stays empty); `sizes` orders the
+    builds when it has more tables than `frames`; `filled` gets the listings made (`_fill_listings`)."""
+    sizes, filled = sizes or frames, {} if filled is None else filled
     by_size = sorted(TARGET_TABLES, key=lambda t: -(sizes[t.name].count if t.name in sizes else 0))
     tasks = [
         task
         for table in by_size
-        for task in _table_tasks(table, frames.get(table.name), columns.get(table.name, {}))
+        for task in _table_tasks(table, _first_task(table, frames, columns.get(table.name, {}), filled))
     ]
     tasks += _reject_tasks(rejects, reject_types)
     return [t for t in tasks if t.phase != "copy"] + [t for t in tasks if t.phase == "copy"]
 
 
-def build(connect, frames, columns, rejects, types, workers: int) -> tuple[dict[str, float], set[str]]:
+@dataclass(frozen=True)
+class Built:
+    seconds: dict[str, float]  # per phase
+    staged: set[str]  # the tables the cleaning had copied into the stage
+    listings: dict[str, int]  # the marketplace listings made (`merge.sync_listings`'s counts)
+    tasks: dict[str, float]  # seconds per task (copy, keys, index, foreign key, analyze)
+
+    def longest(self, n: int = 4) -> str:
+        return ", ".join(f"{name} {s:.1f} s" for name, s in sorted(self.tasks.items(), key=lambda kv: -kv[1])[:n])
+
+
+def build(connect, frames, columns, rejects, types, workers: int) -> Built:
     """Build every table in the stage schema over `workers` connections; a table the cleaning already
-    copied there (`staging`) is not copied again. -> (seconds per phase, the tables found staged)."""
+    copied there (`staging`) is not copied again."""
     started = time.perf_counter()
     with connect() as conn, conn.cursor() as cur:
         keep = staging.staged(cur, {name: (rows.path, rows.count) for name, rows in frames.items() if rows.path})
         prepare(cur, keep)
         conn.commit()
     seconds = {"stage": time.perf_counter() - started}
-    tasks = tasks_for({n: r for n, r in frames.items() if n not in keep}, columns, rejects, types, frames)
+    filled: dict[str, int] = {}
+    tasks = tasks_for({n: r for n, r in frames.items() if n not in keep}, columns, rejects, types, frames, filled)
     started = time.perf_counter()
     timings = run_tasks(tasks, connect, workers, setup=lambda cur: cur.execute(f"SET search_path TO {STAGE}"))
     seconds["parallel"] = time.perf_counter() - started
     for task in tasks:
         seconds[task.phase] = seconds.get(task.phase, 0.0) + timings.get(task.name, 0.0)
-    return seconds, keep
+    return Built(seconds, keep, filled, timings)
 
 
 def swap(cur) -> None:

@@ -160,6 +160,13 @@ class Published:
     connections: int  # connections the load used
     copied_while_cleaning: tuple[str, ...] = ()  # tables the cleaning had already copied into the stage
 
+    def counts(self, cur) -> dict[str, int]:
+        """Rows per app table once committed: a parallel first load's own counts (its tables held nothing
+        else; the checks count them again), else counted."""
+        if self.copied_while_cleaning or "parallel" in self.phases:
+            return {t.name: self.changes.get(t.name, {}).get("inserted", 0) for t in TARGET_TABLES}
+        return table_counts(cur)
+
 
 def first_load(cur) -> bool:
     """Every app table empty: what a parallel load may replace whole."""
@@ -169,19 +176,20 @@ def first_load(cur) -> bool:
 def load_in_parallel(cur, target: PostgresTarget, users, clean, run_id: str, workers: int, log) -> tuple:
     """A first load built on `workers` connections in the stage schema, swapped in by `cur`'s transaction."""
     frames = rows_to_load(users, clean)
-    phases, staged = parallel.build(
+    built = parallel.build(
         target.connect, frames, column_types(), rejects_to_load(clean, run_id), merge.REJECT_TYPES, workers
     )
+    phases, staged, listings = built.seconds, built.staged, built.listings
     started = time.monotonic()
     parallel.swap(cur)
-    listings = merge.sync_listings(cur)
     for table in TARGET_TABLES:
         merge.advance_sequence(cur, table)
     phases["swap"] = time.monotonic() - started
     log(
         f"first load on {workers} connections: stage {phases['stage']:.1f} s, copy and build {phases['parallel']:.1f} s "
         f"(copy {phases.get('copy', 0):.1f} s, indexes and keys {phases.get('indexes', 0):.1f} s summed over "
-        f"connections), swap {phases['swap']:.1f} s; copied while cleaning: {', '.join(sorted(staged)) or 'none'}"
+        f"connections; longest: {built.longest()}), swap {phases['swap']:.1f} s; "
+        f"copied while cleaning: {', '.join(sorted(staged)) or 'none'}"
     )
     changes = {name: {"inserted": rows.count, "updated": 0, "deleted": 0} for name, rows in frames.items()}
     changes[MARKETPLACE_LISTINGS.name] = {"inserted": listings["inserted"], "updated": 0, "deleted": 0}
