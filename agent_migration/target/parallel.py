@@ -79,13 +79,14 @@ def _fill_listings(filled: dict[str, int]) -> Callable:
     return run
 
 
-def _first_task(table: Table, frames: dict[str, Rows], types: dict[str, str], filled: dict) -> Task | None:
+def _first_task(table: Table, frames: dict[str, Rows], staged: set[str] | frozenset[str], types: dict, filled: dict) -> Task | None:
     """What fills a stage table: the copy of its rows; for the listings, their making from the agents
     (once copied); none for a table the cleaning staged or one that stays empty."""
-    if table.name in frames:
+    copied = set(frames) - staged
+    if table.name in copied:
         return Task(f"copy {table.name}", _copy(table.name, [frames[table.name]], types), phase="copy")
     if table is MARKETPLACE_LISTINGS:
-        after = ("copy agents",) if "agents" in frames else ()
+        after = ("copy agents",) if "agents" in copied else ()
         return Task(f"fill {table.name}", _fill_listings(filled), after, phase="copy")
     return None
 
@@ -126,19 +127,18 @@ def tasks_for(
     columns: dict[str, dict[str, str]],
     rejects: list[Rows],
     reject_types: dict[str, str],
-    sizes: dict[str, Rows] | None = None,
+    staged: set[str] | frozenset[str] = frozenset(),
     filled: dict[str, int] | None = None,
 ) -> list[Task]:
     """Copies largest first (the longest starts at once); a table's builds are listed before the copies
-    still waiting, so a worker builds a copied table while another copies the next one. A table without
-    rows in `frames` is not copied (it is in the stage already, or stays empty); `sizes` orders the
-    builds when it has more tables than `frames`; `filled` gets the listings made (`_fill_listings`)."""
-    sizes, filled = sizes or frames, {} if filled is None else filled
-    by_size = sorted(TARGET_TABLES, key=lambda t: -(sizes[t.name].count if t.name in sizes else 0))
+    still waiting, so a worker builds a copied table while another copies the next one. A table the
+    cleaning `staged` is not copied again; `filled` gets the listings made (`_fill_listings`)."""
+    filled = {} if filled is None else filled
+    by_size = sorted(TARGET_TABLES, key=lambda t: -(frames[t.name].count if t.name in frames else 0))
     tasks = [
         task
         for table in by_size
-        for task in _table_tasks(table, _first_task(table, frames, columns.get(table.name, {}), filled))
+        for task in _table_tasks(table, _first_task(table, frames, staged, columns.get(table.name, {}), filled))
     ]
     tasks += _reject_tasks(rejects, reject_types)
     return [t for t in tasks if t.phase != "copy"] + [t for t in tasks if t.phase == "copy"]
@@ -165,7 +165,7 @@ def build(connect, frames, columns, rejects, types, workers: int) -> Built:
         conn.commit()
     seconds = {"stage": time.perf_counter() - started}
     filled: dict[str, int] = {}
-    tasks = tasks_for({n: r for n, r in frames.items() if n not in keep}, columns, rejects, types, frames, filled)
+    tasks = tasks_for(frames, columns, rejects, types, keep, filled)
     started = time.perf_counter()
     timings = run_tasks(tasks, connect, workers, setup=lambda cur: cur.execute(f"SET search_path TO {STAGE}"))
     seconds["parallel"] = time.perf_counter() - started
