@@ -9,8 +9,11 @@ one line on how to connect and how to look at the rejects.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import sys
+import weakref
 
 import dagster as dg
 
@@ -53,7 +56,29 @@ def console(init_context: dg.InitLoggerContext) -> logging.Logger:
     if level != "DEBUG":  # DEBUG keeps Dagster's traces for every failure
         for handler in logger.handlers:
             handler.addFilter(CleanFailures())
+    _straight_to_the_terminal(logger)
     return logger
+
+
+def _straight_to_the_terminal(logger: logging.Logger) -> None:
+    """Dagster copies a run's stderr into its compute log and back to the terminal by a `tail` it kills
+    as the run ends, so the last lines (a verdict, a run's summary) can miss the terminal
+    (dagster-io/dagster#23336). The console writes to its own copy of the terminal's descriptor, taken now,
+    before Dagster redirects stderr; the run's events stay in the event log as before."""
+    try:
+        fd = os.dup(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return  # stderr is no file (an embedding's own stream): Dagster's handler stays
+    stream = os.fdopen(fd, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="backslashreplace")
+    for old in list(logger.handlers):
+        new = logging.StreamHandler(stream)
+        new.setLevel(old.level)
+        new.setFormatter(old.formatter)
+        for kept in old.filters:
+            new.addFilter(kept)
+        logger.removeHandler(old)
+        logger.addHandler(new)
+    weakref.finalize(logger, stream.close)
 
 
 # The project's own failures: a refusal, a verdict, a bad setting, an unreachable server. Their message

@@ -133,6 +133,22 @@ def test_preflight_and_migrate_refuse_a_misfit_source_naming_agents_gene(tmp_pat
     assert objects(pg_url) == [], "a refused first load creates nothing"
 
 
+def test_the_verdict_reaches_the_terminal_when_dagsters_stderr_copy_lags(tmp_path, pg_url):
+    """Dagster copies a run's stderr back to the terminal by a `tail` it kills as the run ends
+    (dagster-io/dagster#23336): on a loaded machine the last lines were lost, the verdict among them. Here
+    GNU tail itself, made to poll every 30 s (as if the machine were slow), does that copy."""
+    slow = tmp_path / "slow_tail"
+    slow.mkdir()
+    (slow / "tail").write_text('#!/bin/sh\nexec /usr/bin/tail ---disable-inotify -s 30 "$@"\n')
+    (slow / "tail").chmod(0o755)
+    _, misfit = sources(tmp_path)
+    pre = execute("preflight", tmp_path, pg_url, misfit, PATH=f"{slow}:{BIN}:{os.environ['PATH']}")
+    assert pre.returncode != 0
+    text = output(pre)
+    assert "preflight_summary - preflight: what migrate would do" in text, text[-3000:]
+    assert "preflight_summary - migrate would fail: reject budget exceeded: agents: 101 of 101" in text
+
+
 def test_a_resync_over_the_budget_leaves_the_target_as_it_was(tmp_path, pg_url):
     fit, misfit = sources(tmp_path)
     live = tmp_path / "live.sqlite"
