@@ -9,7 +9,6 @@ one line on how to connect and how to look at the rejects.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import sys
@@ -67,7 +66,7 @@ def _straight_to_the_terminal(logger: logging.Logger) -> None:
     before Dagster redirects stderr; the run's events stay in the event log as before."""
     try:
         fd = os.dup(sys.stderr.fileno())
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
         return  # stderr is no file (an embedding's own stream): Dagster's handler stays
     stream = os.fdopen(fd, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="backslashreplace")
     for old in list(logger.handlers):
