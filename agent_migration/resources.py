@@ -192,6 +192,9 @@ class SqliteSource(dg.ConfigurableResource):
                     dst = sqlite3.connect(copy)
                     try:
                         src.backup(dst, progress=give_up_when_late)
+                        # The copy inherits WAL mode; readers opening a WAL file at once race for its
+                        # recovery and ADBC has no busy handler ("database is locked"). One file, no -wal.
+                        dst.execute("PRAGMA journal_mode=DELETE")
                     finally:
                         dst.close()
         except MigrationError:

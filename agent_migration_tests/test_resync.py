@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +15,7 @@ import psycopg2
 import pytest
 
 from agent_migration import jobs
-from agent_migration.resources import PostgresTarget
+from agent_migration.resources import PostgresTarget, SqliteSource
 from agent_migration.sample import write_sample
 from agent_migration.target.cutover import UNDO
 from agent_migration_tests.conftest import ASSETS, CHECKS, create_database, query, resources, run_migration
@@ -191,6 +192,30 @@ def test_a_writer_never_causes_snapshot_skew(tmp_path, pg_url, journal):
         == query(pg_url, "SELECT count(*) FROM chat_messages")[0][0]
     )
     snap.close()
+
+
+def test_a_wal_sources_snapshot_is_one_file_that_readers_open_at_once(tmp_path):
+    source_file = tmp_path / "db.sqlite"
+    write_sample(source_file, scale="tiny", seed=3, messy=False)
+    with sqlite3.connect(source_file) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("UPDATE agents SET name = 'only in the -wal file' WHERE id = 1")
+        conn.commit()
+        rows = conn.execute("SELECT count(*) FROM chat_messages").fetchone()[0]
+        # the writer stays open, so its commit stays in the -wal file and the backup API is used
+        source = SqliteSource(path=str(source_file), backup_dir=str(tmp_path / "backups"))
+        snapshot = source.snapshot("0123456789")
+    assert snapshot.read_bytes()[18:20] == b"\x01\x01", "a rollback-journal file, not WAL"
+    assert sorted(p.name for p in snapshot.parent.iterdir()) == [snapshot.name], "no -wal or -shm beside it"
+
+    def read(_):  # ADBC has no busy handler: a WAL copy's first readers raced for its recovery
+        with source.connect_arrow(snapshot) as adbc:
+            cur = adbc.cursor()
+            cur.execute("SELECT count(*), (SELECT name FROM agents WHERE id = 1) FROM chat_messages")
+            return cur.fetchone()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert set(pool.map(read, range(40))) == {(rows, "only in the -wal file")}
 
 
 def _dagster(args, cwd, env):
