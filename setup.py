@@ -26,7 +26,7 @@ setup(
     entry_points={
         "console_scripts": [
             "agent-migration-sample=agent_migration.sample:main",
-            "agent-migration-pg=agent_migration.embedded:main",
+            "agent-migration-pg=agent_migration.postgres.embedded:main",
         ]
     },
 )

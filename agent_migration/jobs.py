@@ -7,9 +7,9 @@ import os
 import dagster as dg
 
 from agent_migration import runlog
-from agent_migration.assets.verify import CUTOVER_TAG
+from agent_migration.metadata import CUTOVER_TAG
+from agent_migration.postgres import cutover as cutover_record
 from agent_migration.resources import PostgresTarget
-from agent_migration.target import cutover as cutover_record
 
 # Dagster's run queue can cap runs carrying this tag (see dagster.yaml); the advisory lock is the last guard.
 WRITER_TAG = {"agent_migration/writer": "postgres"}

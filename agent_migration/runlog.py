@@ -16,16 +16,17 @@ import weakref
 
 import dagster as dg
 
-from agent_migration import embedded
-from agent_migration.resources import MigrationError, PostgresTarget
-from agent_migration.tables import TARGET_TABLES
+from agent_migration.core.errors import MigrationError
+from agent_migration.core.tables import TARGET_TABLES
+from agent_migration.core.text import checks_cell, text_table
+from agent_migration.postgres import embedded
+from agent_migration.resources import PostgresTarget
 
 LEVEL_ENV = "MIGRATION_LOG_LEVEL"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # The jobs' default run config: the console logger below, at the level it reads at run time.
 LOG_CONFIG = {"loggers": {"console": {"config": {}}}}
 REJECTS_QUERY = "SELECT source_table, source_key, reason, payload FROM migration.rejected_rows ORDER BY 1, 2;"
-NONE = "-"
 
 
 @dg.logger(
@@ -121,24 +122,6 @@ class CleanFailures(logging.Filter):
         return True
 
 
-def text_table(heads: list[str], rows: list[list]) -> str:
-    """A plain fixed-width table (numbers right-aligned, with thousands separators)."""
-    cells = [
-        [f"{v:,}" if isinstance(v, int) else (NONE if v is None else str(v)) for v in row] for row in rows
-    ]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(heads)]
-
-    def line(values: list[str], numeric: list[bool]) -> str:
-        return "  ".join(
-            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)
-        )
-
-    numeric = [i > 0 for i in range(len(heads))]
-    return "\n".join(
-        [line(heads, numeric), line(["-" * w for w in widths], numeric)] + [line(r, numeric) for r in cells]
-    )
-
-
 def check_counts(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[int]]:
     """Per asset: this run's checks [passed, warned, failed] (read back from the run's own events)."""
     found: dict[str, list[int]] = {}
@@ -162,10 +145,6 @@ def check_metadata(instance: dg.DagsterInstance, run_id: str, check_name: str) -
     return found
 
 
-def checks_cell(counts: list[int] | None) -> str:
-    return NONE if counts is None else "/".join(str(n) for n in counts)
-
-
 def connect_line(target: PostgresTarget) -> str:
     """How to connect (never with a password) and how to look at the rejects."""
     try:
@@ -178,13 +157,6 @@ def connect_line(target: PostgresTarget) -> str:
     except MigrationError:
         where = "psql (see DATABASE_URL)"
     return f"connect with: {where}; the rejects: {REJECTS_QUERY}"
-
-
-def not_carried(extra: dict[str, list[str]]) -> list[str]:
-    """What the source holds that the plan has no place for (`resources.check_source_shape`'s extras):
-    tables, and columns of migrated tables. Such data stays behind in SQLite."""
-    found = [f"table {t}" for t in extra.get("(tables)", [])]
-    return found + [f"column {t}.{c}" for t, cols in extra.items() if t != "(tables)" for c in cols]
 
 
 def extras_of_last_snapshot(instance: dg.DagsterInstance) -> dict[str, list[str]]:

@@ -12,8 +12,8 @@ import dagster as dg
 import psycopg2
 import pytest
 
-from agent_migration import embedded
 from agent_migration.assets import extract, load, transform, validate, verify
+from agent_migration.postgres import embedded
 from agent_migration.resources import PostgresTarget, SqliteSource
 
 MODULES = [extract, transform, load, verify, validate]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent_migration import embedded
 from agent_migration.benchmark import DATABASES, HEADER, STEPS, database_url
+from agent_migration.postgres import embedded
 from agent_migration_tests.conftest import query, server_dir
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -8,12 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent_migration.core.contract import REJECT_SCHEMA
+from agent_migration.core.errors import MigrationError
+from agent_migration.core.rules import INT32_MAX, INT32_MIN
+from agent_migration.core.tables import AGENTS
+from agent_migration.postgres import budget
 from agent_migration.preflight import profiling
-from agent_migration.resources import MigrationError, PostgresTarget
-from agent_migration.rules.exact import INT32_MAX, INT32_MIN
-from agent_migration.rules.streaming import REJECT_SCHEMA
-from agent_migration.tables import AGENTS
-from agent_migration.target import budget
+from agent_migration.resources import PostgresTarget
 
 
 @pytest.mark.parametrize(("raw", "share"), [("0.25", 0.25), (" 1 ", 1.0), ("0", 0.0), ("", 0.5), (None, 0.5)])

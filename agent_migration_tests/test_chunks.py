@@ -8,9 +8,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from agent_migration.core.tables import NOW, SOURCE_TABLES, TARGET_TABLES
 from agent_migration.resources import PostgresTarget, SqliteSource
 from agent_migration.sample import write_sample
-from agent_migration.tables import NOW, SOURCE_TABLES, TARGET_TABLES
 from agent_migration_tests.conftest import ASSETS, CHECKS, create_database, query
 
 LAST_USER = "first-seen-in-the-last-chunk"

@@ -11,8 +11,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from agent_migration import embedded
 from agent_migration.definitions import defs
+from agent_migration.postgres import embedded
 from agent_migration.sample import write_sample
 from agent_migration_tests.conftest import query, server_dir
 from agent_migration_tests.servers import REPO, free_port, graphql, start, stop, wait_until_up

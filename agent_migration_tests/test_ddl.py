@@ -5,7 +5,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from agent_migration.target import ddl
+from agent_migration.postgres import ddl
 from agent_migration_tests.conftest import query
 
 SEED = Path(__file__).parent / "data" / "seed_schema.sql"

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from agent_migration import defs
-from agent_migration.tables import SOURCE_TABLES, TARGET_TABLES
+from agent_migration.core.tables import SOURCE_TABLES, TARGET_TABLES
 
 
 def test_definitions_load():

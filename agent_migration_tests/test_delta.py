@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent_migration.core import contract
+from agent_migration.core.rules import Integer, Username
+from agent_migration.core.tables import SOURCE_TABLES, Table
 from agent_migration.resources import PostgresTarget, SqliteSource
-from agent_migration.rules.exact import Integer, Username
 from agent_migration.sample import write_sample
-from agent_migration.source import delta
-from agent_migration.tables import SOURCE_TABLES, Table
 from agent_migration_tests.conftest import create_database, query
 from agent_migration_tests.test_reliability import _bind, _write, failures, run
 from agent_migration_tests.test_resync import WRITES, content
@@ -173,7 +173,7 @@ def test_a_full_run_when_the_baseline_is_gone_or_asked_for(tmp_path, pg_admin_ur
         cur.execute("UPDATE migration.runs SET spec = 'older'")
     assert mode(_migrate(tmp_path / "specs", path, url)) == "full"
     assert query(url, "SELECT DISTINCT spec FROM migration.runs WHERE spec <> 'older'") == [
-        (delta.spec_fingerprint(),)
+        (contract.spec_fingerprint(),)
     ]
 
 

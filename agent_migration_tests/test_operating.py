@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from agent_migration.errors import MigrationError
+from agent_migration.core.errors import MigrationError
 from agent_migration.resources import PostgresTarget, SqliteSource
 from agent_migration.sample import write_reject_heavy, write_sample
 from agent_migration_tests.conftest import query, run_migration

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent_migration.core.tables import SOURCE_TABLES
 from agent_migration.sample import write_sample
 from agent_migration.source import delta, pages
-from agent_migration.tables import SOURCE_TABLES
 
 TABLES = [t.source for t in SOURCE_TABLES]
 VALUE = {"agents": "name", "user_balance": "coins", "payments": "status", "chat_messages": "role"}

@@ -12,11 +12,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from agent_migration.core.contract import arrow_schema
+from agent_migration.core.tables import SOURCE_TABLES
+from agent_migration.postgres import merge, staging
 from agent_migration.resources import PostgresTarget
-from agent_migration.rules.streaming import target_schema
 from agent_migration.sample import write_sample
-from agent_migration.tables import SOURCE_TABLES
-from agent_migration.target import merge, staging
 from agent_migration_tests.conftest import query, resources, run_migration
 from agent_migration_tests.test_resync import content
 
@@ -115,7 +115,7 @@ def _chunk(first: int, n: int) -> pa.Table:
     return pa.table(
         {"user_id": pa.array(range(first, first + n), pa.int32()), "coins": pa.array([7] * n, pa.int32())}
         | {"updated_at": pa.array([datetime(2026, 1, 1)] * n, pa.timestamp("us"))},
-        schema=target_schema(BALANCES.migrated),
+        schema=arrow_schema(BALANCES.migrated),
     )
 
 

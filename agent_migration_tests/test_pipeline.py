@@ -9,10 +9,10 @@ import dagster as dg
 import psycopg2
 import pytest
 
-from agent_migration.artifacts import CleanTable, SourceTable
-from agent_migration.rules.values import key_text
+from agent_migration.core.artifacts import CleanTable, SourceTable
+from agent_migration.core.tables import BY_SOURCE, SOURCE_TABLES, TARGET_TABLES
+from agent_migration.core.values import key_text
 from agent_migration.sample import write_sample
-from agent_migration.tables import BY_SOURCE, SOURCE_TABLES, TARGET_TABLES
 from agent_migration_tests.conftest import ASSETS, CHECKS, create_database, query, resources, run_migration
 
 APP_TABLES = [t.name for t in TARGET_TABLES]

@@ -14,10 +14,10 @@ import psycopg2
 import pytest
 
 from agent_migration.assets.verify import checks_for
+from agent_migration.core.tables import AGENTS, SOURCE_TABLES, TARGET_TABLES
 from agent_migration.ops.preflight import preflight_job
 from agent_migration.resources import PostgresTarget
 from agent_migration.sample import write_reject_heavy, write_sample
-from agent_migration.tables import AGENTS, SOURCE_TABLES, TARGET_TABLES
 from agent_migration_tests.conftest import query, resources, run_migration
 
 BIN = Path(sys.executable).parent

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent_migration.core.cleaning import PAYLOAD, REJECT, SOURCE_KEY, clean_table
+from agent_migration.core.rules import Json, Username
+from agent_migration.core.tables import SOURCE_TABLES
 from agent_migration.resources import PostgresTarget, SqliteSource
-from agent_migration.rules.cleaning import PAYLOAD, REJECT, SOURCE_KEY, clean_table
-from agent_migration.rules.exact import Json, Username
 from agent_migration.sample import write_sample
-from agent_migration.tables import SOURCE_TABLES
 from agent_migration_tests.conftest import ASSETS, CHECKS, create_database, query, resources
 from agent_migration_tests.test_rules import sqlite_values
 

@@ -15,9 +15,9 @@ import psycopg2
 import pytest
 
 from agent_migration import jobs
+from agent_migration.postgres.cutover import UNDO
 from agent_migration.resources import PostgresTarget, SqliteSource
 from agent_migration.sample import write_sample
-from agent_migration.target.cutover import UNDO
 from agent_migration_tests.conftest import ASSETS, CHECKS, create_database, query, resources, run_migration
 
 BIN = Path(sys.executable).parent

@@ -16,11 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent_migration import jobs, rollback
+from agent_migration import jobs
+from agent_migration.core.tables import SOURCE_TABLES
 from agent_migration.ops import rollback as rollback_ops
 from agent_migration.resources import ExportFile, PostgresTarget
+from agent_migration.rollback import export as rollback
 from agent_migration.sample import write_sample
-from agent_migration.tables import SOURCE_TABLES
 from agent_migration_tests.conftest import ASSETS, CHECKS, create_database, query, resources, run_migration
 from agent_migration_tests.test_cli import run as run_cli
 from agent_migration_tests.test_resync import content

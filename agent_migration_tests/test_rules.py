@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_migration.rules import cleaning, values
-from agent_migration.rules import exact as r
-from agent_migration.tables import SOURCE_TABLES, TARGET_TABLES
+from agent_migration.core import cleaning, values
+from agent_migration.core import rules as r
+from agent_migration.core.tables import SOURCE_TABLES, TARGET_TABLES
 
 # Any value SQLite can hand us: NULL, integers of any size, floats incl. NaN/inf, text incl. NUL and
 # undecodable bytes (surrogate-escaped, as extraction decodes them), and BLOBs.

@@ -21,8 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent_migration.resources import SqliteSource
-from agent_migration.rules.cleaning import (
+from agent_migration.core.cleaning import (
     PAYLOAD,
     REJECT,
     SOURCE_KEY,
@@ -34,11 +33,13 @@ from agent_migration.rules.cleaning import (
     remap_users,
     usernames,
 )
-from agent_migration.rules.exact import Json, Username
-from agent_migration.rules.fastpath import UserMap, fast_column
-from agent_migration.rules.streaming import Context, clean_stream, target_schema
+from agent_migration.core.contract import arrow_schema
+from agent_migration.core.rules import Json, Username
+from agent_migration.core.tables import SOURCE_TABLES, Table
+from agent_migration.resources import SqliteSource
 from agent_migration.source import sqlite_read
-from agent_migration.tables import SOURCE_TABLES, Table
+from agent_migration.transform.fastpath import UserMap, fast_column
+from agent_migration.transform.streaming import Context, clean_stream
 from agent_migration_tests.test_rules import sqlite_values
 
 INTEGERS = st.one_of(
@@ -215,7 +216,7 @@ def expected(table: Table, raw: pd.DataFrame, users: pd.DataFrame, parents: dict
     ok = frame[REJECT].isna()
     schema_cols = [c.name for c in table.migrated]
     loaded = pa.Table.from_pandas(
-        frame.loc[ok, schema_cols], schema=target_schema(table.migrated), preserve_index=False
+        frame.loc[ok, schema_cols], schema=arrow_schema(table.migrated), preserve_index=False
     )
     bad = frame[~ok]
     rejects = sorted(
@@ -244,9 +245,8 @@ def test_streamed_chunks_decide_every_row_as_the_exact_rules_on_the_whole_table(
         facts = sqlite_read.key_facts(conn, table)
         chunks = sqlite_read.range_chunks(conn, table, chunk_rows)
         out = (tmp / "loaded.arrow", tmp / "rejects.arrow")
-        written = clean_stream(
-            conn, adbc, table, chunks, Context(users, parents, facts), out, keep_keys=False
-        )
+        reader = sqlite_read.ChunkReader(conn, adbc, table)
+        written = clean_stream(reader, table, chunks, Context(users, parents, facts), out, keep_keys=False)
 
     with pa.OSFile(str(out[0])) as f:
         got_loaded = as_rows(table, pa.ipc.open_stream(f).read_all())

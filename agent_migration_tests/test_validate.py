@@ -13,16 +13,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent_migration import jobs
-from agent_migration.assets.verify import CUTOVER_TAG
+from agent_migration.core.cleaning import SOURCE_ROWID, key_facts_of
+from agent_migration.core.errors import MigrationError
+from agent_migration.core.rules import Boolean, Json, Money, Text, Timestamp, Username
+from agent_migration.core.tables import SOURCE_TABLES
+from agent_migration.core.values import SURROGATES
+from agent_migration.metadata import CUTOVER_TAG
 from agent_migration.ops.validate import validate_job
-from agent_migration.resources import MigrationError, PostgresTarget, SqliteSource
-from agent_migration.rules import fastpath
-from agent_migration.rules.cleaning import SOURCE_ROWID, key_facts_of
-from agent_migration.rules.exact import Boolean, Json, Money, Text, Timestamp, Username
-from agent_migration.rules.values import SURROGATES
+from agent_migration.resources import PostgresTarget, SqliteSource
 from agent_migration.sample import write_sample
-from agent_migration.tables import SOURCE_TABLES
-from agent_migration.validation import expected, validate
+from agent_migration.transform import fastpath
+from agent_migration.validation import expected
+from agent_migration.validation.run import validate
 from agent_migration_tests.conftest import ASSETS, CHECKS, create_database, query, resources, run_migration
 from agent_migration_tests.test_delta import _edit, _migrate, edits, rows
 from agent_migration_tests.test_reliability import _write

@@ -8,13 +8,15 @@ chunks (rowid ranges, or the rows to redo) and finds, set-based in SQLite, which
 import dagster as dg
 from pydantic import Field
 
-from agent_migration.artifacts import Snapshot, SourceTable
-from agent_migration.assets.common import OWNERS
-from agent_migration.resources import MigrationError, PostgresTarget, SqliteSource
-from agent_migration.rules.cleaning import KeyFacts
+from agent_migration.core.artifacts import Snapshot, SourceTable
+from agent_migration.core.cleaning import KeyFacts
+from agent_migration.core.contract import USER_CHANGES
+from agent_migration.core.errors import MigrationError
+from agent_migration.core.tables import SOURCE_TABLES, Table
+from agent_migration.metadata import OWNERS
+from agent_migration.postgres import history, readiness
+from agent_migration.resources import PostgresTarget, SqliteSource
 from agent_migration.source import snapshots, sqlite_read
-from agent_migration.source.delta import USER_CHANGES
-from agent_migration.tables import SOURCE_TABLES, Table
 
 
 class SnapshotConfig(dg.Config):
@@ -36,7 +38,10 @@ def source_snapshot(
     context: dg.AssetExecutionContext, config: SnapshotConfig, source: SqliteSource, target: PostgresTarget
 ) -> dg.MaterializeResult:
     try:
-        snap = snapshots.take_snapshot(source, target, context.run_id, config.full_refresh, context.log.info)
+        source.check_file()
+        readiness.check_target(target)
+        base = None if config.full_refresh else history.find_baseline(target, context.log.info)
+        snap = snapshots.take_snapshot(source, context.run_id, base, context.log.info)
     except MigrationError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     meta = {}

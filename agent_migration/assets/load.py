@@ -10,18 +10,19 @@ import time
 import dagster as dg
 import psycopg2
 
-from agent_migration import embedded, runlog
-from agent_migration.artifacts import CleanTable, Snapshot
-from agent_migration.assets.common import OWNERS, markdown_table, table_schema
-from agent_migration.resources import MigrationError, PostgresTarget
-from agent_migration.rules.exact import Username
-from agent_migration.tables import SOURCE_TABLES, TARGET_TABLES, Table
-from agent_migration.target import budget, cutover, ddl, merge, publishing, staging
+from agent_migration import runlog
+from agent_migration.boundary import fail
+from agent_migration.core.artifacts import CleanTable, Snapshot
+from agent_migration.core.errors import MigrationError
+from agent_migration.core.rules import Username
+from agent_migration.core.tables import SOURCE_TABLES, TARGET_TABLES, Table
+from agent_migration.metadata import OWNERS, REJECTED_ROWS, markdown_table, table_schema
+from agent_migration.postgres import budget, cutover, ddl, embedded, merge, publishing, staging
+from agent_migration.resources import PostgresTarget
 
 POOL = "postgres"
-REJECTED_ROWS = publishing.REJECTED_ROWS
 RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL)
-fail = publishing.fail
+
 
 
 @dg.asset(

@@ -8,13 +8,16 @@ run's folder: nothing is dropped here; the load step copies both.
 
 import dagster as dg
 
-from agent_migration.artifacts import CleanTable, Snapshot, SourceTable
-from agent_migration.assets.common import OWNERS, frame_schema, markdown_table
+from agent_migration.core.artifacts import CleanTable, Snapshot, SourceTable
+from agent_migration.core.contract import loaded_path
+from agent_migration.core.tables import SOURCE_TABLES, Table
+from agent_migration.metadata import OWNERS, frame_schema, markdown_table
+from agent_migration.postgres import staging
+from agent_migration.postgres import users as pg_users
 from agent_migration.resources import PostgresTarget, SqliteSource
-from agent_migration.rules import users as user_lib
-from agent_migration.rules.streaming import Context, clean_source, loaded_path
-from agent_migration.tables import SOURCE_TABLES, Table
-from agent_migration.target import staging
+from agent_migration.source import sqlite_read, usernames
+from agent_migration.transform import users as user_lib
+from agent_migration.transform.streaming import Context, clean_source
 
 
 @dg.asset(
@@ -29,7 +32,9 @@ from agent_migration.target import staging
 def derived_users(
     context: dg.AssetExecutionContext, target: PostgresTarget, source: SqliteSource, source_snapshot: Snapshot
 ):
-    users, existing, referenced_by = user_lib.users_of(target, source, source_snapshot)
+    existing, sequence = pg_users.read_existing_users(target)
+    read = lambda: usernames.referenced_in_parallel(source, source_snapshot.path)  # noqa: E731 - a full run only
+    users, referenced_by = user_lib.users_of(existing, sequence, source_snapshot, read)
     new = int((~users["username"].isin(existing["username"])).sum())
     context.log.info(f"{len(users):,} users ({new:,} new, {len(existing):,} already in the target)")
     return dg.MaterializeResult(
@@ -69,12 +74,14 @@ def clean_asset(table: Table) -> dg.AssetsDefinition:
         source_snapshot: Snapshot,
         **loaded: CleanTable,
     ):
-        parent_keys = user_lib.parent_keys(target, table, {n.removeprefix("clean_"): v for n, v in loaded.items()})
+        parents = {n.removeprefix("clean_"): v for n, v in loaded.items()}
+        parent_keys = user_lib.parent_keys(table, parents, lambda parent: pg_users.held_keys(target, parent))
         ctx = Context(derived_users, parent_keys, raw.facts)
         run_dir, full_run = source_snapshot.run_dir, raw.delta is None and source_snapshot.changes is None
         with staging.stage_while_cleaning(target, table, loaded_path(run_dir, table), full_run) as stager:
             sink = stager.write if stager else None
-            done = clean_source(source, raw, table, ctx, run_dir, is_parent, context.log.info, sink=sink)
+            with sqlite_read.chunk_reader(source, raw.snapshot, table) as reader:
+                done = clean_source(reader, raw, table, ctx, run_dir, is_parent, context.log.info, sink=sink)
         if stager:
             context.log.info(staging.outcome(stager))
         context.log.info(

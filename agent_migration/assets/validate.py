@@ -3,11 +3,12 @@ PostgreSQL value by value, as the `validate` job (`ops/validate.py`) does for ev
 
 import dagster as dg
 
-from agent_migration.ops.validate import table_metadata
-from agent_migration.resources import MigrationError, PostgresTarget, SqliteSource
-from agent_migration.settings import Env, not_negative, resolve
-from agent_migration.tables import SOURCE_TABLES
-from agent_migration.validation import validate
+from agent_migration.core.errors import MigrationError
+from agent_migration.core.settings import Env, not_negative, resolve
+from agent_migration.core.tables import SOURCE_TABLES
+from agent_migration.metadata import table_metadata
+from agent_migration.resources import PostgresTarget, SqliteSource
+from agent_migration.validation.run import validate
 
 SAMPLE_ENV = "MIGRATION_VALIDATE_SAMPLE"
 SAMPLE_DEFAULT = 1000

@@ -10,13 +10,15 @@ from collections.abc import Callable
 import dagster as dg
 import psycopg2
 
-from agent_migration import runlog, validation
-from agent_migration.assets.common import OWNERS, markdown_table
-from agent_migration.ops.validate import log_report
-from agent_migration.resources import MigrationError, PostgresTarget, SqliteSource
-from agent_migration.tables import MARKETPLACE_LISTINGS, SOURCE_TABLES, TARGET_TABLES, Table
-from agent_migration.target import audit, cutover
-from agent_migration.target.publishing import REJECTED_ROWS, fail
+from agent_migration import runlog
+from agent_migration.boundary import fail
+from agent_migration.core import text
+from agent_migration.core.errors import MigrationError
+from agent_migration.core.tables import MARKETPLACE_LISTINGS, SOURCE_TABLES, TARGET_TABLES, Table
+from agent_migration.metadata import CUTOVER_TAG, OWNERS, REJECTED_ROWS, log_report, markdown_table
+from agent_migration.postgres import audit, cutover
+from agent_migration.resources import PostgresTarget, SqliteSource
+from agent_migration.validation import run as validation
 
 WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
 
@@ -175,7 +177,6 @@ def migration_checks(context: dg.AssetCheckExecutionContext, target: PostgresTar
         )
 
 
-CUTOVER_TAG = "agent_migration/cutover"
 FULL_RUN_HINT = (
     "If the target was changed outside the migration, a full run reloads every row: launch migrate with "
     "ops: {source_snapshot: {config: {full_refresh: true}}}"
@@ -212,7 +213,7 @@ def _log_summary(context: dg.AssetExecutionContext, target: PostgresTarget, rows
         "inserted/updated/deleted by this run"
     )
     checks = runlog.check_counts(context.instance, context.run_id)
-    extra = runlog.not_carried(runlog.extras_of_last_snapshot(context.instance))
+    extra = text.not_carried(runlog.extras_of_last_snapshot(context.instance))
     context.log.info(runlog.migrate_summary(title, rows, counts, changes.get("changes", {}), checks, target, extra))
 
 

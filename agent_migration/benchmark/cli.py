@@ -15,12 +15,12 @@ from pathlib import Path
 
 import psutil
 
-from agent_migration import embedded
 from agent_migration.benchmark.databases import count_rows, database_url, describe_target, server_version
 from agent_migration.benchmark.limits import arrow_missing
 from agent_migration.benchmark.measure import StepFailed
 from agent_migration.benchmark.report import markdown, summarize
 from agent_migration.benchmark.steps import DATABASES, OPTIONAL, Bench, run_once
+from agent_migration.postgres import embedded
 from agent_migration.sample import SCALES, write_reject_heavy, write_sample
 
 BULKY = ("pristine.sqlite", "db.sqlite", "rejects.sqlite", "csv", "pgdata", ".migration", "dagster_home")
@@ -60,10 +60,10 @@ def _names(choices):
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    from agent_migration import benchmark
-
     parser = argparse.ArgumentParser(
-        prog="python -m agent_migration.benchmark", description=benchmark.__doc__.split("\n")[0]
+        prog="python -m agent_migration.benchmark",
+        description="The migration benchmark: the whole `migrate` job against pgloader, the CSV + COPY and "
+        "Arrow-native limits (the steps: the package's docstring).",
     )
     parser.add_argument(
         "--scale",

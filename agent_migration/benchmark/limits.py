@@ -12,8 +12,8 @@ from pathlib import Path
 
 from agent_migration.benchmark.databases import pgloader_url
 from agent_migration.benchmark.measure import Measurement, StepFailed, combine, measure
+from agent_migration.core.tables import BY_SOURCE
 from agent_migration.sample import COLUMNS, KEYS
-from agent_migration.tables import BY_SOURCE
 
 LOAD_FILE = """LOAD DATABASE
   FROM sqlite://{source}

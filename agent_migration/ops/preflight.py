@@ -12,13 +12,16 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from agent_migration import preflight, runlog
-from agent_migration.artifacts import PreflightSource, TableAssessment, TargetAssessment
-from agent_migration.assets.common import OWNERS, markdown_table
+from agent_migration import runlog
+from agent_migration.core import text
+from agent_migration.core.artifacts import PreflightSource, TableAssessment, TargetAssessment
+from agent_migration.core.errors import MigrationError
+from agent_migration.core.tables import SOURCE_TABLES, Table
+from agent_migration.metadata import OWNERS, markdown_table
 from agent_migration.ops.record import checked, materialization, recorded
-from agent_migration.resources import MigrationError, PostgresTarget, SqliteSource
-from agent_migration.tables import SOURCE_TABLES, Table
-from agent_migration.target.budget import budget_of, describe, top_reasons
+from agent_migration.postgres.budget import budget_of, describe, top_reasons
+from agent_migration.preflight import assess as preflight
+from agent_migration.resources import PostgresTarget, SqliteSource
 
 GROUP = "preflight"
 
@@ -60,7 +63,7 @@ def preflight_source(context: dg.OpExecutionContext, source: SqliteSource, targe
             "rows_by_table": dg.MetadataValue.json({t: s["rows"] for t, s in stats.items()}),
             "dagster/row_count": sum(s["rows"] for s in stats.values()),
             "users": len(pre.users),
-            "not_carried": dg.MetadataValue.json(runlog.not_carried(pre.snapshot.extra)),
+            "not_carried": dg.MetadataValue.json(text.not_carried(pre.snapshot.extra)),
         },
     )
 
@@ -219,7 +222,7 @@ def preflight_summary(
         "verdict": "migrate would fail" if why else "migrate would succeed",
         "why": dg.MetadataValue.json(why),
         "reject_budget": budget.share,
-        "not_carried": dg.MetadataValue.json(runlog.not_carried(preflight_source.snapshot.extra)),
+        "not_carried": dg.MetadataValue.json(text.not_carried(preflight_source.snapshot.extra)),
     }
     yield materialization(SUMMARY_SPEC, meta)
     if why:

@@ -11,13 +11,16 @@ from collections.abc import Iterator
 import dagster as dg
 import psycopg2
 
-from agent_migration import rollback, runlog
-from agent_migration.artifacts import RollbackExport
-from agent_migration.assets.common import OWNERS, markdown_table
+from agent_migration import runlog
+from agent_migration.boundary import fail
+from agent_migration.core import text
+from agent_migration.core.artifacts import RollbackExport
+from agent_migration.core.errors import MigrationError
+from agent_migration.core.tables import TARGET_TABLES
+from agent_migration.metadata import OWNERS, REJECTED_ROWS, markdown_table
 from agent_migration.ops.record import evaluations, materialization
-from agent_migration.resources import ExportFile, MigrationError, PostgresTarget, SqliteSource
-from agent_migration.tables import TARGET_TABLES
-from agent_migration.target.publishing import REJECTED_ROWS, fail
+from agent_migration.resources import ExportFile, PostgresTarget, SqliteSource
+from agent_migration.rollback import export as rollback
 
 GROUP = "rollback"
 
@@ -84,7 +87,7 @@ def rollback_file(
         for t in done.tables
     ]
     heads = list(table[0])
-    summary = runlog.text_table(
+    summary = text.text_table(
         heads, [[f"{v:,}" if isinstance(v, int) else v for v in row.values()] for row in table]
     )
     context.log.info(f"rollback file written in {done.seconds:.1f} s: {done.path}\n{summary}")

@@ -8,11 +8,17 @@ so that "Materialize all" in the UI never runs it; its results are recorded on t
 import dagster as dg
 
 from agent_migration import runlog
-from agent_migration.assets.common import OWNERS, markdown_table
-from agent_migration.resources import MigrationError, PostgresTarget, SqliteSource
-from agent_migration.tables import TARGET_TABLES
-from agent_migration.target.publishing import REJECTED_ROWS
-from agent_migration.validation import Report, TableReport, validate
+from agent_migration.core.errors import MigrationError
+from agent_migration.core.tables import TARGET_TABLES
+from agent_migration.metadata import (
+    OWNERS,
+    REJECTED_ROWS,
+    log_report,
+    report_metadata,
+    table_metadata,
+)
+from agent_migration.resources import PostgresTarget, SqliteSource
+from agent_migration.validation.run import validate
 
 REPORT = dg.AssetKey("validation_report")
 
@@ -26,47 +32,6 @@ validation_report = dg.AssetSpec(
     "was last published from (every source row loaded as the exact rules say, or rejected with its "
     "payload; no stray row; users and listings derived right). Written by the `validate` job only.",
 )
-
-
-def table_metadata(t: TableReport) -> dict:
-    return {
-        "rows_compared": t.compared,
-        "matched": t.matched,
-        "differing": t.differing,
-        "missing": t.missing,
-        "extra": t.extra,
-        "differences": dg.MetadataValue.md("\n".join(f"- `{d.line()}`" for d in t.differences) or "_none_"),
-    }
-
-
-def report_metadata(report: Report) -> dict:
-    rows = [
-        {
-            "table": t.name,
-            "rows compared": t.compared,
-            "matched": t.matched,
-            "differing": t.differing,
-            "missing": t.missing,
-            "extra": t.extra,
-        }
-        for t in report.tables
-    ]
-    return {
-        "summary": dg.MetadataValue.md(markdown_table(rows, limit=len(rows))),
-        "passed": report.ok,
-        "snapshot": dg.MetadataValue.path(report.snapshot),
-        "published_by_run": report.published_by,
-        "mode": report.mode,
-        "seconds": round(report.seconds, 2),
-        "notes": dg.MetadataValue.md("\n".join(report.notes) or "_none_"),
-    }
-
-
-def log_report(log, report: Report) -> None:
-    """One line per difference (the first 20 per table), then the summary table."""
-    for line in report.lines():
-        log.error(line)
-    log.info(report.summary())
 
 
 @dg.op(

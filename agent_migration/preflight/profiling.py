@@ -16,10 +16,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agent_migration.rules import exact as r
-from agent_migration.rules.cleaning import SOURCE_ROWID
-from agent_migration.tables import Col, Table
-from agent_migration.target.budget import count_reasons
+from agent_migration.core import rules as r
+from agent_migration.core.cleaning import SOURCE_ROWID
+from agent_migration.core.tables import Col, Table
+from agent_migration.postgres.budget import count_reasons
 
 SAMPLES = 3  # sample rejects kept per reason
 EPOCH = r"^[+-]?\d+$"

@@ -1,7 +1,7 @@
 """Reading PostgreSQL for a rollback: every table in the app's SQLite conventions, the rejects, the
 recorded source schema and the sequences, all inside the caller's one read-only snapshot.
 
-The SQL is rendered from the table specs (`tables.py`): a username column comes back as the user's
+The SQL is rendered from the table specs (`core/tables.py`): a username column comes back as the user's
 name, JSONB as compact JSON text, BOOLEAN as 0/1, TIMESTAMP as `YYYY-MM-DD HH:MM:SS[.ffffff]`, DECIMAL
 as a double (the app's REAL).
 """
@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 
 from psycopg2 import sql
 
-from agent_migration.rules.exact import Username
-from agent_migration.tables import Col, Table
-from agent_migration.target.merge import next_id, target
+from agent_migration.core.rules import Username
+from agent_migration.core.tables import Col, Table
+from agent_migration.postgres.merge import next_id, target
 
 _SECONDS = "YYYY-MM-DD HH24:MI:SS"
 

@@ -15,10 +15,10 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-from agent_migration.resources import MigrationError
-from agent_migration.rules.values import from_json_safe, sum_units
+from agent_migration.core.errors import MigrationError
+from agent_migration.core.tables import Table
+from agent_migration.core.values import from_json_safe, sum_units
 from agent_migration.source.files import sqlite_ident
-from agent_migration.tables import Table
 
 CONFLICTS = "rollback_conflicts"
 _STAGE = "temp.restore_stage"

@@ -18,7 +18,6 @@ published, its file gone, or published by another version of the table specs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -26,31 +25,14 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from agent_migration.rules.cleaning import valid_values
-from agent_migration.rules.exact import Username
+from agent_migration.core.cleaning import valid_values
+from agent_migration.core.contract import USER_CHANGES
+from agent_migration.core.rules import Username
+from agent_migration.core.tables import SOURCE_TABLES, Table
 from agent_migration.source import pages
 from agent_migration.source.files import same_file, sqlite_ident
-from agent_migration.tables import SOURCE_TABLES, Table
 
 _IN_ROWIDS = "rowid IN (SELECT value FROM json_each(?))"
-USER_CHANGES = "(users)"  # the plan's entry for the users (not a source table)
-VERSION = 1  # bump when the meaning of a published snapshot changes (rules, merge)
-
-
-def spec_fingerprint() -> str:
-    """A digest of every table spec: a baseline published under other specs cannot be trusted."""
-    described = [
-        [
-            t.name,
-            t.source,
-            t.key,
-            [[c.name, c.sql_type, c.source, repr(c.rule), c.references] for c in t.columns],
-        ]
-        for t in SOURCE_TABLES
-    ]
-    return hashlib.sha256(json.dumps([VERSION, described]).encode()).hexdigest()[:16]
-
-
 def affinity(declared: str) -> str:
     """SQLite's column affinity for a declared type (https://sqlite.org/datatype3.html, 3.1)."""
     t = (declared or "").upper()
@@ -277,16 +259,3 @@ def plan(conn: sqlite3.Connection, baseline: str, snapshot: str | Path | None = 
         return out | {USER_CHANGES: user_changes(conn, out)}
     finally:
         conn.execute("DETACH DATABASE base")
-
-
-def baseline(cur) -> dict | None:
-    """The snapshot the target's last published run was made from, with the specs it was made under."""
-    cur.execute("SELECT to_regclass('migration.runs') IS NOT NULL")
-    if not cur.fetchone()[0]:
-        return None
-    # to_jsonb: a bookkeeping table from before the spec column reads as NULL instead of failing.
-    cur.execute(
-        "SELECT run_id, snapshot, to_jsonb(r) ->> 'spec' FROM migration.runs AS r ORDER BY finished_at DESC LIMIT 1"
-    )
-    row = cur.fetchone()
-    return None if row is None else {"run_id": row[0], "snapshot": row[1], "spec": row[2]}

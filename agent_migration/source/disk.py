@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from agent_migration.errors import MigrationError
+from agent_migration.core.errors import MigrationError
 
 MIB = 1 << 20
 RUN_FILES = 2  # the run's cleaned rows, at most, per byte of source
@@ -37,7 +37,7 @@ def needs(source_bytes: int, copy_to: Path, run_files: Path | None) -> dict[Path
 
 def check_free_space(source, source_path: Path, copy_to: Path, run_files: Path | None) -> None:
     """Fail, saying where and how much, when a folder's disk has less free space than the run needs
-    plus the reserve (`SqliteSource.min_free_mb`, env MIGRATION_MIN_FREE_MB)."""
+    plus the reserve (`SourceDatabase.min_free_mb`, env MIGRATION_MIN_FREE_MB)."""
     reserve = source.setting("min_free_mb")
     for folder, size in needs(source_path.stat().st_size, copy_to, run_files).items():
         free = shutil.disk_usage(_existing(folder)).free

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from agent_migration.errors import MigrationError
-from agent_migration.tables import SOURCE_TABLES
+from agent_migration.core.errors import MigrationError
+from agent_migration.core.tables import SOURCE_TABLES
 
 
 @contextmanager

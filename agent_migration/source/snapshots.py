@@ -8,57 +8,12 @@ import sqlite3
 import time
 from pathlib import Path
 
-import psycopg2
-
-from agent_migration.artifacts import Snapshot
-from agent_migration.resources import (
-    MigrationError,
-    PostgresTarget,
-    SqliteSource,
-)
+from agent_migration.core.artifacts import Snapshot
+from agent_migration.core.tables import SOURCE_TABLES
 from agent_migration.source import delta
+from agent_migration.source.database import SourceDatabase
 from agent_migration.source.files import check_source_shape, describe_source
 from agent_migration.source.sqlite_read import schema_objects, source_stats
-from agent_migration.tables import SOURCE_TABLES
-from agent_migration.target import cutover, ddl
-
-
-def check_target(target: PostgresTarget) -> None:
-    """Fail before anything is read or written when the target is unreachable, holds app tables of
-    another shape, or has recorded the cutover (read-only: `target_schema` creates what is missing)."""
-    try:
-        with target.connect() as conn, conn.cursor() as cur:
-            cutover.refuse_after_cutover(cur)
-            problems = ddl.shape_differences(ddl.existing_shape(cur))
-    except cutover.CutoverDone as exc:
-        raise MigrationError(str(exc)) from None
-    except psycopg2.Error as exc:
-        raise MigrationError(f"PostgreSQL at {target.describe()}: {str(exc).strip()}") from None
-    if problems:
-        raise MigrationError(
-            f"the target {target.describe()} already holds app tables of another shape: {'; '.join(problems)}. "
-            "Nothing was changed; migrate into an empty database or fix those tables."
-        )
-
-
-def find_baseline(target: PostgresTarget, log) -> dict | None:
-    """The last published snapshot, if a change-only re-sync can start from it (else None, logged)."""
-    try:
-        with target.connect() as conn, conn.cursor() as cur:
-            found = delta.baseline(cur)
-    except (MigrationError, psycopg2.Error):
-        return None  # target_schema reports an unreachable or misconfigured target clearly
-    why = None
-    if found is None:
-        why = "nothing was published to the target yet"
-    elif found["spec"] != delta.spec_fingerprint():
-        why = "the last run was published under other table specs or an older version"
-    elif not found["snapshot"] or not Path(found["snapshot"]).is_file():
-        why = f"the snapshot of the last published run ({found['snapshot']}) is no longer kept"
-    if why:
-        log(f"full run: {why}")
-        return None
-    return found
 
 
 def plan_changes(conn, base: dict | None, snapshot: Path, log) -> dict | None:
@@ -79,7 +34,7 @@ def plan_changes(conn, base: dict | None, snapshot: Path, log) -> dict | None:
     return changes
 
 
-def run_dir(source: SqliteSource, run_id: str) -> Path:
+def run_dir(source: SourceDatabase, run_id: str) -> Path:
     """This run's folder for cleaned rows; the folders of older runs beyond the last few are removed."""
     root = source.runs_folder
     folder = root / run_id
@@ -90,12 +45,9 @@ def run_dir(source: SqliteSource, run_id: str) -> Path:
     return folder
 
 
-def take_snapshot(source: SqliteSource, target: PostgresTarget, run_id: str, full_refresh: bool, log) -> Snapshot:
-    """Check the source file and the target, copy the source, check its shape, count it and plan a
-    re-sync's changes."""
-    source.check_file()
-    check_target(target)
-    base = None if full_refresh else find_baseline(target, log)
+def take_snapshot(source: SourceDatabase, run_id: str, base: dict | None, log) -> Snapshot:
+    """Copy the source, check its shape, count it and plan a re-sync's changes against `base` (the
+    target's last published run, `history.find_baseline`; None: a full run)."""
     copy = source.snapshot(run_id, keep=base["snapshot"] if base else None)
     with source.connect(copy) as conn:
         extra = check_source_shape(describe_source(conn), source.sqlite_path)

@@ -12,6 +12,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,11 +20,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agent_migration.resources import decode_text
-from agent_migration.rules.cleaning import SOURCE_ROWID, KeyFacts, key_facts_of
-from agent_migration.rules.values import SURROGATES, key_text, sum_units
+from agent_migration.core.cleaning import SOURCE_ROWID, KeyFacts, key_facts_of
+from agent_migration.core.contract import Chunk
+from agent_migration.core.tables import Table
+from agent_migration.core.values import SURROGATES, key_text, sum_units
+from agent_migration.source.database import SourceDatabase, decode_text
 from agent_migration.source.files import sqlite_ident
-from agent_migration.tables import Table
 
 FETCH_ROWS = 100_000
 
@@ -192,15 +194,6 @@ IN_LIST = "rowid IN (SELECT value FROM json_each(?))"
 _BEFORE_ALL = -(2**63)
 
 
-@dataclass(frozen=True)
-class Chunk:
-    """Part of a source table: the rows matching `where` with `params`, `rows` of them."""
-
-    where: str
-    params: tuple
-    rows: int
-
-
 def range_chunks(conn, table: Table, chunk_rows: int) -> Iterator[Chunk]:
     """Rowid ranges (after, up to] of at most `chunk_rows` rows each, found by walking the rowid index."""
     name = sqlite_ident(table.source)
@@ -358,3 +351,29 @@ def _collision_probes(rule, values: list, table: Table) -> list:
     if rule.stored == "integer":
         return sorted(p for p in probes if isinstance(p, int) and -(2**63) <= p < 2**63)
     return sorted(p for p in probes if isinstance(p, str) and not SURROGATES.search(p))
+
+
+@dataclass(frozen=True)
+class ChunkReader:
+    """One source table of a snapshot, read chunk by chunk for the transform: its typical rows typed
+    through ADBC, the others as stored (sqlite3)."""
+
+    conn: sqlite3.Connection
+    adbc: object
+    table: Table
+
+    def typed(self, chunks: Iterator[Chunk]) -> Iterator[tuple[Chunk, pa.Table]]:
+        return typed_chunks(self.adbc, self.table, chunks)
+
+    def odd_rowids(self, chunk: Chunk, typical_rowids: np.ndarray) -> list[int]:
+        return odd_rowids(self.conn, self.table, chunk, typical_rowids)
+
+    def rows(self, rowids: list[int]) -> pd.DataFrame:
+        return read_table(self.conn, self.table, rowids=rowids)
+
+
+@contextmanager
+def chunk_reader(source: SourceDatabase, path: str, table: Table) -> Iterator[ChunkReader]:
+    """A `ChunkReader` of `table` in the snapshot at `path`, its connections closed on exit."""
+    with source.connect(path) as conn, source.connect_arrow(path) as adbc:
+        yield ChunkReader(conn, adbc, table)

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agent_migration.rules.exact import Username
-from agent_migration.rules.values import from_json_safe, show
-from agent_migration.tables import Table
+from agent_migration.core.rules import Username
+from agent_migration.core.tables import Table
+from agent_migration.core.values import from_json_safe, show
 from agent_migration.validation.expected import KEY
 
 SHOWN = 20  # differences kept per table for the log (every one is counted)

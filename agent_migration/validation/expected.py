@@ -2,7 +2,7 @@
 into the canonical form both sides are compared in.
 
 Independent of the load path on purpose: rows are read here with plain `sqlite3` (Python objects, no
-Arrow, no typed reads), and judged by the exact rules (`rules/exact.py`, whole rows by `cleaning.py`),
+Arrow, no typed reads), and judged by the exact rules (`core/rules.py`, whole rows by `core/cleaning.py`),
 the specification. Nothing of the fast path, the run's Arrow files or the COPY encoder is used, so a
 bug there shows up as a difference.
 
@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from agent_migration.resources import decode_text
-from agent_migration.rules.cleaning import (
+from agent_migration.core.cleaning import (
     REJECT,
     SOURCE_KEY,
     SOURCE_ROWID,
@@ -30,13 +29,14 @@ from agent_migration.rules.cleaning import (
     clean_table,
     reject_missing_parents,
 )
-from agent_migration.rules.exact import Boolean, Json, Money, Timestamp, Username
+from agent_migration.core.rules import Boolean, Json, Money, Timestamp, Username
+from agent_migration.core.tables import Col, Table
 from agent_migration.source import sqlite_read
+from agent_migration.source.database import decode_text
 from agent_migration.source.files import sqlite_ident
-from agent_migration.tables import Col, Table
 from agent_migration.validation import plain
 
-KEY = "_key"  # the canonical key column of a comparison frame
+KEY = plain.KEY
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ A value is plain when its rule keeps it as it is, obviously: an integer stored a
 rule's range, text stored as text without NUL within its length, a username that is not blank, a
 boolean stored as 0 or 1, a timestamp in SQLite's own `YYYY-MM-DD HH:MM:SS`, a REAL amount within a
 millionth of a whole cent. For those the canonical value is computed here with the same formulas as the
-exact rules (`rules/exact.py`); every other value, and every row that shares a key, names a parent that
+exact rules (`core/rules.py`); every other value, and every row that shares a key, names a parent that
 does not load or holds one value that is not plain, is left to the exact rules. This is written apart
-from the load path's fast path (`rules/fastpath.py`), from scratch, so that a bug there still shows.
+from the load path's fast path (`transform/fastpath.py`), from scratch, so that a bug there still shows.
 A property test holds this module to the exact rules' result.
 """
 
@@ -18,8 +18,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from agent_migration.rules.cleaning import SOURCE_ROWID, KeyFacts
-from agent_migration.rules.exact import (
+from agent_migration.core.cleaning import SOURCE_ROWID, KeyFacts
+from agent_migration.core.rules import (
     INT32_MAX,
     INT32_MIN,
     Boolean,
@@ -31,8 +31,10 @@ from agent_migration.rules.exact import (
     Timestamp,
     Username,
 )
-from agent_migration.rules.values import SURROGATES
-from agent_migration.tables import Col, Table
+from agent_migration.core.tables import Col, Table
+from agent_migration.core.values import SURROGATES
+
+KEY = "_key"  # the canonical key column of a comparison frame
 
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S"
 
@@ -154,8 +156,6 @@ def split(
     """(the canonical rows of the plain rows, keyed; a mask of the rows left to the exact rules).
 
     `utf8`: the chunk's text decoded as UTF-8 throughout (else text is searched for surrogates)."""
-    from agent_migration.validation.expected import KEY
-
     n = len(raw)
     if any(plain_column(c, []) is None for c in table.migrated):
         return pd.DataFrame(), np.ones(n, dtype=bool)

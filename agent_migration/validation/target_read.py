@@ -18,10 +18,10 @@ import pandas as pd
 from psycopg2 import sql
 from psycopg2.extensions import ISOLATION_LEVEL_REPEATABLE_READ
 
-from agent_migration.resources import PostgresTarget
-from agent_migration.rules.exact import Money, Username
-from agent_migration.tables import USERS, Col, Table
-from agent_migration.target.merge import target as qualified
+from agent_migration.core.rules import Money, Username
+from agent_migration.core.tables import USERS, Col, Table
+from agent_migration.postgres.connection import TargetDatabase
+from agent_migration.postgres.merge import target as qualified
 from agent_migration.validation.expected import KEY
 
 STREAM_ROWS = 50_000  # keys fetched at a time
@@ -29,7 +29,7 @@ REJECT_ROWS = 10_000  # rejects (with their payloads) fetched at a time
 
 
 @contextmanager
-def read_only(target: PostgresTarget) -> Iterator:
+def read_only(target: TargetDatabase) -> Iterator:
     """A connection in one REPEATABLE READ READ ONLY transaction: one view of the target, no write."""
     with target.connect() as conn:
         conn.set_session(isolation_level=ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)

@@ -18,9 +18,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agent_migration.rules import exact as r
-from agent_migration.rules.payloads import concat
-from agent_migration.rules.values import json_problem, no_constants
+from agent_migration.core import rules as r
+from agent_migration.core.values import json_problem, no_constants
+from agent_migration.transform.payloads import concat
 
 _FORMAT = "%Y-%m-%d %H:%M:%S"
 _SQLITE_TIME = r"^[1-9]\d{3}-\d\d-\d\d \d\d:\d\d:\d\d$"  # year 1000 on: every such date fits the target

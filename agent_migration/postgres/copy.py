@@ -45,7 +45,7 @@ def copy_batches(
     progress: Callable[[int], None] | None = None,
     freeze: bool = False,
 ) -> int:
-    """Binary COPY of Arrow batches of `schema` (the target's Arrow types, see `streaming.arrow_type`)
+    """Binary COPY of Arrow batches of `schema` (the target's Arrow types, see `contract.arrow_type`)
     into `table`; `types` maps column -> PostgreSQL type. Returns rows copied. `freeze`: rows written
     frozen (the table must be new or truncated in this transaction).
 

@@ -23,11 +23,10 @@ from contextlib import contextmanager
 import pyarrow as pa
 from psycopg2 import sql
 
-from agent_migration.rules.streaming import target_schema
-from agent_migration.source import delta
-from agent_migration.tables import TARGET_TABLES, Table
-from agent_migration.target import cutover, ddl, faults, merge
-from agent_migration.target.copy import copy_batches
+from agent_migration.core import contract
+from agent_migration.core.tables import TARGET_TABLES, Table
+from agent_migration.postgres import cutover, ddl, faults, merge
+from agent_migration.postgres.copy import copy_batches
 
 STAGE = "migration_stage"
 MARKERS = "staged"  # migration_stage.staged: one row per staged table
@@ -57,7 +56,7 @@ def staged(cur, expected: dict[str, tuple[str, int]]) -> set[str]:
     if cur.fetchone()[0] is None:
         return set()
     cur.execute(sql.SQL("SELECT table_name, loaded_path, rows, spec FROM {}").format(in_stage(MARKERS)))
-    spec = delta.spec_fingerprint()
+    spec = contract.spec_fingerprint()
     return {
         name
         for name, path, rows, made_under in cur.fetchall()
@@ -149,12 +148,12 @@ class Stager:
         cur.execute(ddl.create_table(self.table, STAGE, references=False, keys=False))
         cur.execute(sql.SQL("DELETE FROM {} WHERE table_name = %s").format(in_stage(MARKERS)), (name,))
         self.rows = copy_batches(
-            cur, in_stage(name), target_schema(self.table.migrated), self._chunks(), columns,
+            cur, in_stage(name), contract.arrow_schema(self.table.migrated), self._chunks(), columns,
             lambda _n: faults.here("stage"), freeze=True,
         )
         cur.execute(
             sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s)").format(in_stage(MARKERS)),
-            (name, self.loaded_path, self.rows, delta.spec_fingerprint()),
+            (name, self.loaded_path, self.rows, contract.spec_fingerprint()),
         )
 
 

@@ -10,38 +10,24 @@ import json
 import time
 from dataclasses import dataclass
 
-import dagster as dg
 import pandas as pd
 import psycopg2
 import psycopg2.errors
 import pyarrow as pa
 from psycopg2 import sql
 
-from agent_migration.artifacts import CleanTable, Snapshot
-from agent_migration.resources import MigrationError, PostgresTarget, redact
-from agent_migration.rules.exact import Username
-from agent_migration.rules.streaming import REJECT_SCHEMA, target_schema
-from agent_migration.source import delta
-from agent_migration.tables import MARKETPLACE_LISTINGS, SOURCE_TABLES, TARGET_TABLES, USERS
-from agent_migration.target import cutover, merge, parallel, staging
-from agent_migration.target.copy import Rows
+from agent_migration.core import contract
+from agent_migration.core.artifacts import CleanTable, Snapshot
+from agent_migration.core.contract import REJECT_SCHEMA, arrow_schema
+from agent_migration.core.errors import MigrationError
+from agent_migration.core.rules import Username
+from agent_migration.core.tables import MARKETPLACE_LISTINGS, SOURCE_TABLES, TARGET_TABLES, USERS
+from agent_migration.postgres import cutover, history, merge, parallel, staging
+from agent_migration.postgres.connection import TargetDatabase
+from agent_migration.postgres.copy import Rows
 
-REJECTED_ROWS = "rejected_rows"  # the asset of migration.rejected_rows
 TRANSIENT = (psycopg2.OperationalError, psycopg2.InterfaceError)
 USER_TYPES = {"id": "INTEGER", "username": "VARCHAR(255)"}
-
-
-def fail(exc: Exception, target: PostgresTarget) -> dg.Failure:
-    """A clear, password-free failure; transient connection errors stay retryable."""
-    text, where = str(exc).strip() or type(exc).__name__, "the target"
-    try:
-        url = target.url()
-        text, where = redact(text, url), target.describe(url)
-    except MigrationError:
-        text = redact(text)
-    # A dropped connection or a restarted server is worth another try; a statement timeout is not.
-    retry = isinstance(exc, TRANSIENT) and not isinstance(exc, psycopg2.errors.QueryCanceled)
-    return dg.Failure(description=f"PostgreSQL at {where}: {text}", allow_retries=retry)
 
 
 def rows_to_load(users: pd.DataFrame, clean: dict[str, CleanTable]) -> dict[str, Rows]:
@@ -54,7 +40,7 @@ def rows_to_load(users: pd.DataFrame, clean: dict[str, CleanTable]) -> dict[str,
     found = {USERS.name: Rows(users_table.schema, len(users), table=users_table)}
     for t in SOURCE_TABLES:
         done = clean[t.name]
-        found[t.name] = Rows(target_schema(t.migrated), done.loaded, path=done.loaded_path)
+        found[t.name] = Rows(arrow_schema(t.migrated), done.loaded, path=done.loaded_path)
     return found
 
 
@@ -80,10 +66,9 @@ def change_scopes(snap: Snapshot, users: pd.DataFrame, clean: dict[str, CleanTab
     if snap.changes is None and all(c.delta is None for c in clean.values()):
         return None
     if any(c.delta is None or c.snapshot != snap.path for c in clean.values()) or snap.changes is None:
-        raise dg.Failure(
-            description="publish got cleaned tables of different runs (some change-only, or from another "
-            "snapshot); materialize everything from source_snapshot on, in one run.",
-            allow_retries=False,
+        raise MigrationError(
+            "publish got cleaned tables of different runs (some change-only, or from another "
+            "snapshot); materialize everything from source_snapshot on, in one run."
         )
     ids = users.set_index("username")["id"]
     scopes = {}
@@ -98,7 +83,7 @@ def change_scopes(snap: Snapshot, users: pd.DataFrame, clean: dict[str, CleanTab
 
 def nothing_to_merge(scopes: dict, snap: Snapshot) -> bool:
     """A change-only run that redid no row and changed no username: the target already holds it all."""
-    users = snap.changes[delta.USER_CHANGES]
+    users = snap.changes[contract.USER_CHANGES]
     return (
         not users["added"]
         and not users["removed"]
@@ -108,7 +93,7 @@ def nothing_to_merge(scopes: dict, snap: Snapshot) -> bool:
 
 def check_baseline(cur, baseline: str) -> None:
     """Refuse a change-only publish when another run published since this one compared its snapshot."""
-    latest = delta.baseline(cur)
+    latest = history.baseline(cur)
     if latest is None or latest["snapshot"] != baseline:
         raise merge.ConcurrentRun(
             "another run published to the target after this run compared its snapshot with the last "
@@ -149,7 +134,7 @@ def record_run(cur, snap: Snapshot, run_id: str, locked_at, changes: dict) -> No
         " ON CONFLICT (run_id) DO UPDATE SET locked_at = EXCLUDED.locked_at, changes = EXCLUDED.changes,"
         " snapshot = EXCLUDED.snapshot, spec = EXCLUDED.spec,"
         " finished_at = clock_timestamp() AT TIME ZONE 'UTC'",
-        (run_id, locked_at, snap.path, json.dumps(changes), delta.spec_fingerprint()),
+        (run_id, locked_at, snap.path, json.dumps(changes), contract.spec_fingerprint()),
     )
 
 
@@ -173,7 +158,7 @@ def first_load(cur) -> bool:
     return all(merge.is_empty(cur, t) for t in TARGET_TABLES)
 
 
-def load_in_parallel(cur, target: PostgresTarget, users, clean, run_id: str, workers: int, log) -> tuple:
+def load_in_parallel(cur, target: TargetDatabase, users, clean, run_id: str, workers: int, log) -> tuple:
     """A first load built on `workers` connections in the stage schema, swapped in by `cur`'s transaction."""
     frames = rows_to_load(users, clean)
     built = parallel.build(
@@ -197,7 +182,7 @@ def load_in_parallel(cur, target: PostgresTarget, users, clean, run_id: str, wor
 
 
 def publish_all(
-    cur, target: PostgresTarget, snap: Snapshot, users, clean: dict[str, CleanTable], run_id: str, log
+    cur, target: TargetDatabase, snap: Snapshot, users, clean: dict[str, CleanTable], run_id: str, log
 ) -> Published:
     """The whole publish, in the caller's transaction: lock, checks, load or merge, record."""
     scopes = change_scopes(snap, users, clean)

@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 from psycopg2 import sql
 
-from agent_migration.tables import MARKETPLACE_LISTINGS, TARGET_TABLES, USERS, Table
-from agent_migration.target.copy import Rows, copy_batches
-from agent_migration.target.ddl import SCHEMA
+from agent_migration.core.tables import MARKETPLACE_LISTINGS, TARGET_TABLES, USERS, Table
+from agent_migration.postgres.copy import Rows, copy_batches
+from agent_migration.postgres.ddl import SCHEMA
 
 LOCK_KEY = 0x6D1647  # one advisory lock for every writer of this project
 REJECT_TYPES = {

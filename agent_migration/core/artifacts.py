@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from agent_migration.rules.cleaning import KeyFacts
+from agent_migration.core.cleaning import KeyFacts
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class SourceTable:
     name: str
     snapshot: str
     rows: int  # rows this run reads (a re-sync: the rows to redo)
-    chunks: tuple  # of `sqlite_read.Chunk`
+    chunks: tuple  # of `Chunk`
     facts: KeyFacts
     rowids: tuple[int, ...] | None = None  # a re-sync's rows to redo (None: every row)
     delta: Delta | None = None

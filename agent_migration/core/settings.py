@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent_migration.errors import MigrationError
+from agent_migration.core.errors import MigrationError
 
 
 class SettingError(MigrationError):
@@ -74,3 +74,34 @@ def positive(v) -> bool:
 
 def not_negative(v) -> bool:
     return v is not None and v >= 0
+
+
+# ---------------------------------------------------------------- every setting of the project
+
+SOURCE = {
+    "path": Env("SQLITE_PATH", "source.path", "db.sqlite"),
+    "chunk_rows": Env(
+        "MIGRATION_CHUNK_ROWS", "source.chunk_rows", 50_000, int, "a whole number of rows above 0", positive
+    ),
+    "backup_dir": Env("MIGRATION_BACKUP_DIR", "source.backup_dir", ".migration/backups"),
+    "keep_backups": Env(
+        "MIGRATION_KEEP_BACKUPS", "source.keep_backups", 5, int, "a whole number of copies, 1 or more", positive
+    ),
+    "keep_runs": Env(
+        "MIGRATION_KEEP_RUNS", "source.keep_runs", 5, int, "a whole number of run folders, 1 or more", positive
+    ),
+    "min_free_mb": Env(
+        "MIGRATION_MIN_FREE_MB", "source.min_free_mb", 256, int, "a whole number of MiB, 0 or more", not_negative
+    ),
+}
+
+TARGET = {
+    "database_url": Env("DATABASE_URL", "target.database_url", None),
+    "embedded_dir": Env("EMBEDDED_PG_DIR", "target.embedded_dir", ".pgdata"),
+    "connections": Env(
+        "MIGRATION_PG_CONNECTIONS", "target.connections", 3, int, "a whole number of connections, 1 or more", positive
+    ),
+}
+
+EXPORT_PATH = Env("EXPORT_SQLITE_PATH", "export.path", None)
+STORAGE = Env("MIGRATION_STORAGE", "io_manager.base_dir", ".migration/storage")

@@ -9,10 +9,10 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from psycopg2 import sql
 
-from agent_migration.rules.exact import Money
-from agent_migration.tables import Table
-from agent_migration.target.ddl import SCHEMA
-from agent_migration.target.merge import next_id, target
+from agent_migration.core.rules import Money
+from agent_migration.core.tables import Table
+from agent_migration.postgres.ddl import SCHEMA
+from agent_migration.postgres.merge import next_id, target
 
 SAMPLE_KEYS = 5
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)$"

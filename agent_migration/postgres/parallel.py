@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 from psycopg2 import sql
 
-from agent_migration.tables import MARKETPLACE_LISTINGS, TARGET_TABLES, Table
-from agent_migration.target import ddl, faults, merge, staging
-from agent_migration.target.copy import Rows, copy_batches
-from agent_migration.target.staging import STAGE
-from agent_migration.target.staging import in_stage as _in_stage
-from agent_migration.target.workers import Task, run_tasks
+from agent_migration.core.tables import MARKETPLACE_LISTINGS, TARGET_TABLES, Table
+from agent_migration.postgres import ddl, faults, merge, staging
+from agent_migration.postgres.copy import Rows, copy_batches
+from agent_migration.postgres.staging import STAGE
+from agent_migration.postgres.staging import in_stage as _in_stage
+from agent_migration.postgres.workers import Task, run_tasks
 
 REJECTS = "rejected_rows"
 

@@ -1,11 +1,11 @@
-"""The target schema, rendered from `tables.py`: the app tables exactly as the plan has them, plus the
+"""The target schema, rendered from `core/tables.py`: the app tables exactly as the plan has them, plus the
 `migration` schema that holds rejected rows and bookkeeping. Creating it is idempotent."""
 
 from __future__ import annotations
 
 from psycopg2 import sql
 
-from agent_migration.tables import TARGET_TABLES, Col, Index, Table
+from agent_migration.core.tables import TARGET_TABLES, Col, Index, Table
 
 SCHEMA = "public"
 BOOKKEEPING = "migration"

@@ -1,7 +1,8 @@
 """The one declarative description of every table: source columns, target columns and types, rules, keys.
 
-Everything else is driven by these specs: the target DDL (`ddl.py`), extraction (`assets/extract.py`),
-the row rules (`rules.py`), the COPY and merge (`load/`), and the checks (`assets/verify.py`).
+Everything else is driven by these specs: the target DDL (`postgres/ddl.py`), reading the source
+(`source/sqlite_read.py`), the row rules (`core/rules.py`, `core/cleaning.py`), the COPY and merge
+(`postgres/copy.py`, `postgres/merge.py`), and the checks (`postgres/audit.py`, `validation/`).
 Adding a column is one `Col(...)` line here.
 
 The target mirrors the app team's plan (`DATABASE_MIGRATION_PLAN.md`) exactly: names, types, defaults,
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent_migration.rules import exact as r
+from agent_migration.core import rules as r
 
 NOW = "CURRENT_TIMESTAMP"
 

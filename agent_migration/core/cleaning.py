@@ -1,7 +1,7 @@
 """Table-level cleaning, exactly: a table's column rules applied to whole rows, duplicate keys, rejects
 with their source key and payload, usernames remapped to users.id, rows naming a rejected agent.
 
-This is the exact path, value by value as SQLite stored it. The streaming pipeline (`streaming.py`)
+This is the exact path, value by value as SQLite stored it. The streaming pipeline (`transform/streaming.py`)
 sends here only the rows its vectorized fast path cannot accept as they are, and the global facts a
 chunk cannot see on its own (`KeyFacts`: duplicate keys across chunks) come from SQLite.
 """
@@ -17,9 +17,9 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from agent_migration.rules.exact import Rule, Username
-from agent_migration.rules.values import json_safe, key_text
-from agent_migration.tables import Table
+from agent_migration.core.rules import Rule, Username
+from agent_migration.core.tables import Table
+from agent_migration.core.values import json_safe, key_text
 
 REJECT, PAYLOAD, SOURCE_KEY = "_reject", "_payload", "_source_key"
 AMBIGUOUS = "_ambiguous"  # the row's source key needs its rowid to name it (see `key_masks`)

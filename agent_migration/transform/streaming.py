@@ -19,9 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agent_migration.artifacts import CleanTable, SourceTable
-from agent_migration.resources import SqliteSource
-from agent_migration.rules.cleaning import (
+from agent_migration.core.artifacts import CleanTable, SourceTable
+from agent_migration.core.cleaning import (
     PAYLOAD,
     REJECT,
     SOURCE_KEY,
@@ -32,37 +31,10 @@ from agent_migration.rules.cleaning import (
     reject_missing_parents,
     remap_users,
 )
-from agent_migration.rules.fastpath import UserMap, fast_column
-from agent_migration.rules.payloads import concat, typed_payloads
-from agent_migration.source import sqlite_read
-from agent_migration.tables import Col, Table
-
-REJECT_SCHEMA = pa.schema(
-    [
-        ("source_key", pa.large_string()),
-        ("reason", pa.large_string()),
-        ("payload", pa.large_string()),
-        ("source_rowid", pa.int64()),
-        ("reason_kind", pa.large_string()),
-    ]
-)
-
-
-def arrow_type(pg_type: str) -> pa.DataType:
-    """The Arrow type a target column's values travel in (the binary COPY encodes it as `pg_type`)."""
-    if pg_type.startswith("DECIMAL("):
-        precision, scale = (int(x) for x in pg_type[8:-1].split(","))
-        return pa.decimal128(precision, scale)
-    return {
-        "INTEGER": pa.int32(),
-        "BIGINT": pa.int64(),
-        "BOOLEAN": pa.bool_(),
-        "TIMESTAMP": pa.timestamp("us"),
-    }.get(pg_type, pa.string())  # a chunk's text stays well under 2 GiB: 32-bit offsets
-
-
-def target_schema(columns: list[Col]) -> pa.Schema:
-    return pa.schema([(c.name, arrow_type(c.pg_type)) for c in columns])
+from agent_migration.core.contract import REJECT_SCHEMA, Chunk, arrow_schema, loaded_path, reason_kinds
+from agent_migration.core.tables import Table
+from agent_migration.transform.fastpath import UserMap, fast_column
+from agent_migration.transform.payloads import concat, typed_payloads
 
 
 @dataclass(frozen=True)
@@ -113,7 +85,7 @@ def fast_chunk(
         )
     rejected = pc.fill_null(pc.is_valid(why), False).to_numpy(zero_copy_only=False) & ~exact
     keep = ~exact & ~rejected
-    loaded = pa.table({c.name: values[c.name] for c in table.migrated}).cast(target_schema(table.migrated))
+    loaded = pa.table({c.name: values[c.name] for c in table.migrated}).cast(arrow_schema(table.migrated))
     if not keep.all():  # (a filter copies every column, the chat text included)
         loaded = loaded.filter(pa.array(keep))
     rows = typed.filter(pa.array(rejected))
@@ -153,7 +125,7 @@ def exact_chunk(table: Table, raw: pd.DataFrame, ctx: Context) -> tuple[pa.Table
     ok = frame[REJECT].isna()
     loaded = pa.Table.from_pandas(
         frame.loc[ok, [c.name for c in table.migrated]],
-        schema=target_schema(table.migrated),
+        schema=arrow_schema(table.migrated),
         preserve_index=False,
     )
     bad = frame[~ok]
@@ -171,16 +143,16 @@ def exact_chunk(table: Table, raw: pd.DataFrame, ctx: Context) -> tuple[pa.Table
 
 
 def clean_chunk(
-    conn, table: Table, chunk: sqlite_read.Chunk, typed: pa.Table, ctx: Context, ids: UserMap, profile=None
+    reader, table: Table, chunk: Chunk, typed: pa.Table, ctx: Context, ids: UserMap, profile=None
 ) -> Outcome:
     """One chunk: its typed rows through the fast path, every other row through the exact rules.
     `profile` (preflight's `profiling.TableProfile`) sees the typed rows and the odd rows as stored."""
     loaded, rejects, exact = fast_chunk(table, typed, ctx, ids)
     odd: list[int] = []
     if typed.num_rows < chunk.rows:  # some rows were not typical: the others of the chunk
-        odd = sqlite_read.odd_rowids(conn, table, chunk, typed.column(SOURCE_ROWID).to_numpy())
+        odd = reader.odd_rowids(chunk, typed.column(SOURCE_ROWID).to_numpy())
     rowids = sorted(set(exact.tolist()) | set(odd))
-    raw = sqlite_read.read_table(conn, table, rowids=rowids) if rowids else None
+    raw = reader.rows(rowids) if rowids else None
     if profile is not None:
         profile.chunk(typed, raw, odd)
     if raw is None:
@@ -194,10 +166,9 @@ def clean_chunk(
 
 
 def clean_stream(
-    conn,
-    adbc,
+    reader,
     table: Table,
-    chunks: Iterator[sqlite_read.Chunk],
+    chunks: Iterator[Chunk],
     ctx: Context,
     out: tuple[Path, Path],
     keep_keys: bool,
@@ -206,17 +177,17 @@ def clean_stream(
     sink: Callable[[pa.Table], None] | None = None,
 ) -> CleanTable:
     """Clean every chunk, writing loadable rows to `out[0]` and rejects to `out[1]` (Arrow IPC streams);
-    `sink` also gets each chunk's loadable rows (a first load's early copy, see `target/staging.py`)."""
+    `sink` also gets each chunk's loadable rows (a first load's early copy, see `postgres/staging.py`)."""
     ids = UserMap.of(ctx.users)
     counts, reasons, preview, keys = Counter(), Counter(), [], []
     with (
         pa.OSFile(str(out[0]), "wb") as f0,
         pa.OSFile(str(out[1]), "wb") as f1,
-        pa.ipc.new_stream(f0, target_schema(table.migrated)) as w0,
+        pa.ipc.new_stream(f0, arrow_schema(table.migrated)) as w0,
         pa.ipc.new_stream(f1, REJECT_SCHEMA) as w1,
     ):
-        for chunk, typed in sqlite_read.typed_chunks(adbc, table, chunks):
-            got = clean_chunk(conn, table, chunk, typed, ctx, ids, profile)
+        for chunk, typed in reader.typed(chunks):
+            got = clean_chunk(reader, table, chunk, typed, ctx, ids, profile)
             if profile is not None:
                 profile.rejects(got.rejects)
             w0.write_table(got.loaded)
@@ -252,16 +223,8 @@ def clean_stream(
     )
 
 
-def reason_kinds(kinds: pa.Array) -> Counter:
-    """Counts per kind of reason; a row rejected for several reasons counts under each."""
-    counted = pc.value_counts(pc.list_flatten(pc.split_pattern(kinds, "; ")))
-    return Counter(
-        dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
-    )
-
-
 def clean_source(
-    source: SqliteSource,
+    reader,
     planned: SourceTable,
     table: Table,
     ctx: Context,
@@ -271,18 +234,13 @@ def clean_source(
     profile=None,
     sink: Callable[[pa.Table], None] | None = None,
 ) -> CleanTable:
-    """Clean every chunk of a planned source table into the run's folder (`profile`: see `clean_chunk`;
-    `sink`: see `clean_stream`)."""
+    """Clean every chunk of a planned source table into the run's folder. `reader` reads the snapshot's
+    chunks (`sqlite_read.ChunkReader`: typed rows, odd rowids, rows as stored); `profile`: see
+    `clean_chunk`; `sink`: see `clean_stream`."""
     out = (Path(loaded_path(run_dir, table)), Path(run_dir) / f"{table.name}.rejects.arrow")
-    with source.connect(planned.snapshot) as conn, source.connect_arrow(planned.snapshot) as adbc:
-        log_rows = progress(table, planned.rows, log)
-        done = clean_stream(conn, adbc, table, iter(planned.chunks), ctx, out, keep_keys, log_rows, profile, sink)
+    log_rows = progress(table, planned.rows, log)
+    done = clean_stream(reader, table, iter(planned.chunks), ctx, out, keep_keys, log_rows, profile, sink)
     return replace(done, rowids=planned.rowids, delta=planned.delta, snapshot=planned.snapshot)
-
-
-def loaded_path(run_dir: str, table: Table) -> str:
-    """The Arrow file of a table's loadable rows in the run's folder."""
-    return str(Path(run_dir) / f"{table.name}.arrow")
 
 
 def progress(table: Table, total: int, log) -> Callable[[int], None]:

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agent_migration.artifacts import CleanTable, Snapshot
-from agent_migration.resources import MigrationError, PostgresTarget
-from agent_migration.rules.exact import INT32_MAX, INT32_MIN
-from agent_migration.rules.streaming import reason_kinds
-from agent_migration.tables import BY_SOURCE, SOURCE_TABLES
+from agent_migration.core.artifacts import CleanTable, Snapshot
+from agent_migration.core.contract import reason_kinds
+from agent_migration.core.errors import MigrationError
+from agent_migration.core.rules import INT32_MAX, INT32_MIN
+from agent_migration.core.tables import BY_SOURCE, SOURCE_TABLES
+from agent_migration.postgres.connection import TargetDatabase
 
 ENV = "MIGRATION_MAX_REJECT_SHARE"
 DEFAULT = 0.5
@@ -39,7 +40,7 @@ class Budget:
     setting: str
 
 
-def budget_of(target: PostgresTarget) -> Budget:
+def budget_of(target: TargetDatabase) -> Budget:
     """The budget at run time: the resource's `max_reject_share`, else env MIGRATION_MAX_REJECT_SHARE, else 0.5."""
     if target.max_reject_share is not None:
         return Budget(target.max_reject_share, f"target.max_reject_share = {target.max_reject_share:g}")
@@ -212,7 +213,7 @@ class BudgetExceeded(MigrationError):
 
 
 def enforce(
-    target: PostgresTarget, snap: Snapshot, clean: dict[str, CleanTable]
+    target: TargetDatabase, snap: Snapshot, clean: dict[str, CleanTable]
 ) -> tuple[Budget, list[Share]]:
     """The budget and every table's share; `BudgetExceeded` when a table is over it. Reads the target only
     on a change-only re-sync (the rejects it keeps), and writes nothing."""

@@ -14,7 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-DEFAULT_DIR = ".pgdata"
+from agent_migration.core.settings import TARGET
+
+DEFAULT_DIR = TARGET["embedded_dir"].default
 DATABASE = "ai_breeding"
 
 log = logging.getLogger(__name__)

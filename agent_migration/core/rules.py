@@ -5,7 +5,7 @@ None, int, float, str (undecodable bytes arrive as lone surrogates) or bytes (a 
 when a batch holds only valid text. Each rule turns such a Series into target values plus a reason for
 every value it refuses. Nothing is clamped, truncated or guessed: a value is converted exactly or the
 row is rejected. Table-level cleaning (whole rows, keys, rejects) is in `cleaning.py`; the same rules
-on typed Arrow columns, for the rows SQLite stored as expected, in `fastpath.py`.
+on typed Arrow columns, for the rows SQLite stored as expected, in `transform/fastpath.py`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 
-from agent_migration.rules.values import (
+from agent_migration.core.values import (
     DECIMAL,
     FACTORIZE_MIN_ROWS,
     is_arrow_text,

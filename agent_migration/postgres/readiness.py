@@ -3,9 +3,12 @@ another shape, and the privileges migrate needs. Every query here reads the cata
 
 from __future__ import annotations
 
-from agent_migration.source import delta
-from agent_migration.tables import TARGET_TABLES
-from agent_migration.target import cutover, ddl
+import psycopg2
+
+from agent_migration.core.errors import MigrationError
+from agent_migration.core.tables import TARGET_TABLES
+from agent_migration.postgres import cutover, ddl, history
+from agent_migration.postgres.connection import TargetDatabase
 
 _ROLE = """
 SELECT current_user AS user, current_database() AS database, current_setting('server_version') AS version,
@@ -42,7 +45,7 @@ def assess(cur) -> dict:
         problems.append(cutover.refusal(cut))
     if not role["superuser"]:
         problems += _privileges(cur, role, missing)
-    found = delta.baseline(cur) if role["book"] else None
+    found = history.baseline(cur) if role["book"] else None
     return {
         "user": role["user"],
         "server_version": role["version"],
@@ -85,3 +88,21 @@ def _privileges(cur, role: dict, missing: list[str]) -> list[str]:
             f"its sequence, so run it as {owner} (or a member of that role)"
         )
     return found
+
+
+def check_target(target: TargetDatabase) -> None:
+    """Fail before anything is read or written when the target is unreachable, holds app tables of
+    another shape, or has recorded the cutover (read-only: `target_schema` creates what is missing)."""
+    try:
+        with target.connect() as conn, conn.cursor() as cur:
+            cutover.refuse_after_cutover(cur)
+            problems = ddl.shape_differences(ddl.existing_shape(cur))
+    except cutover.CutoverDone as exc:
+        raise MigrationError(str(exc)) from None
+    except psycopg2.Error as exc:
+        raise MigrationError(f"PostgreSQL at {target.describe()}: {str(exc).strip()}") from None
+    if problems:
+        raise MigrationError(
+            f"the target {target.describe()} already holds app tables of another shape: {'; '.join(problems)}. "
+            "Nothing was changed; migrate into an empty database or fix those tables."
+        )

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agent_migration.rules.values import json_safe
+from agent_migration.core.values import json_safe
 
 _CONTROL = r"[\x00-\x1f]"
 _SPECIAL = r'["\\\x00-\x1f]'  # what JSON escapes in a string

@@ -1,0 +1,315 @@
+"""`validate`: prove every row of PostgreSQL against the source snapshot it was last published from.
+
+For each source table and every source row: a row that loads is in the target under the same key and
+holds, column by column, what the exact rules make of the source row; a rejected row is in
+`migration.rejected_rows` with the source row as stored in its payload; no target row or reject lacks
+its source row. `users` is exactly the set of valid usernames the source references; the listings keep
+their check. Source rows are read chunk by chunk in rowid order; the target in one read-only snapshot.
+
+`validate(source, target)` compares everything; `sample=N` compares N random source rows per table
+(the check every `migrate` runs). Either returns a `Report`; nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from agent_migration.core.cleaning import SOURCE_ROWID
+from agent_migration.core.errors import MigrationError
+from agent_migration.core.tables import MARKETPLACE_LISTINGS, SOURCE_TABLES, USERS, Table
+from agent_migration.core.text import text_table
+from agent_migration.postgres import audit, cutover, history
+from agent_migration.postgres.connection import TargetDatabase
+from agent_migration.source import sqlite_read
+from agent_migration.source.database import SourceDatabase
+from agent_migration.validation import compare, expected, target_read
+from agent_migration.validation.compare import Difference, Tally
+
+PARENTS = {parent.name for t in SOURCE_TABLES for _, parent in t.parent_refs}
+HEADS = ["table", "rows compared", "matched", "differing", "missing", "extra"]
+
+
+@dataclass(frozen=True)
+class TableReport:
+    name: str
+    compared: int
+    matched: int
+    differing: int
+    missing: int
+    extra: int
+    differences: tuple[Difference, ...]  # the first `compare.SHOWN`
+
+    @property
+    def ok(self) -> bool:
+        return self.differing == self.missing == self.extra == 0
+
+    @classmethod
+    def of(cls, tally: Tally) -> TableReport:
+        return cls(
+            tally.table,
+            tally.compared,
+            tally.matched,
+            tally.differing,
+            tally.missing,
+            tally.extra,
+            tuple(tally.shown),
+        )
+
+
+@dataclass(frozen=True)
+class Report:
+    snapshot: str  # the source snapshot compared with
+    published_by: str  # the run that published it
+    mode: str  # "full" or "sample of N rows per table"
+    notes: tuple[str, ...]  # said first (a recorded cutover)
+    tables: tuple[TableReport, ...]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return all(t.ok for t in self.tables)
+
+    @property
+    def failing(self) -> list[str]:
+        return [t.name for t in self.tables if not t.ok]
+
+    def lines(self) -> list[str]:
+        """One line per difference (the first `compare.SHOWN` of each table)."""
+        return [d.line() for t in self.tables for d in t.differences]
+
+    def summary(self) -> str:
+        rows = [[t.name, t.compared, t.matched, t.differing, t.missing, t.extra] for t in self.tables]
+        verdict = "every row matches" if self.ok else f"DIFFERENCES in {', '.join(self.failing)}"
+        return (
+            f"validate ({self.mode}) against {self.snapshot}, published by run {self.published_by}: "
+            f"{verdict} ({self.seconds:.1f} s)\n{text_table(HEADS, rows)}"
+        )
+
+    def failure(self) -> str:
+        counts = ", ".join(
+            f"{t.name}: {t.differing} differing, {t.missing} missing, {t.extra} extra"
+            for t in self.tables
+            if not t.ok
+        )
+        return f"validate found differences between PostgreSQL and its source: {counts} (see the log's lines)"
+
+
+def baseline_snapshot(cur) -> tuple[str, str]:
+    """(the snapshot the target was last published from, the run that published it), or a clear error."""
+    base = history.baseline(cur)
+    if base is None or not base["snapshot"]:
+        raise MigrationError(
+            "validate: the target records no publish (migration.runs is empty): run migrate first."
+        )
+    if not Path(base["snapshot"]).is_file():
+        raise MigrationError(
+            f"validate: the source snapshot the target was last published from is gone: {base['snapshot']} "
+            f"(published by run {base['run_id']}); run migrate first: it publishes from a fresh snapshot, "
+            "which validate then compares with."
+        )
+    return base["snapshot"], base["run_id"]
+
+
+def cutover_note(cur) -> tuple[str, ...]:
+    cut = cutover.recorded(cur)
+    if cut is None:
+        return ()
+    return (
+        f"the cutover was recorded at {cut['cut_at']:%Y-%m-%d %H:%M:%S} UTC by run {cut['run_id']}: the app now "
+        "writes to PostgreSQL, so differences may be the app's own writes since then",
+    )
+
+
+def validate(
+    source: SourceDatabase,
+    target: TargetDatabase,
+    sample: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Report:
+    """Compare the target with its baseline snapshot: every row, or `sample` random rows per table."""
+    started = time.monotonic()
+    log = log or (lambda _msg: None)
+    with target_read.read_only(target) as conn, conn.cursor() as cur:
+        snapshot, run_id = baseline_snapshot(cur)
+        notes = cutover_note(cur)
+        for note in notes:
+            log(note)
+        parents: dict[str, np.ndarray] = {}
+        reports = []
+        with source.connect(snapshot) as sconn:
+            for table in SOURCE_TABLES:
+                if sample is None:
+                    tally = full_table(snapshot, sconn, conn, cur, table, parents, source.rows_per_chunk)
+                else:
+                    tally = sample_table(sconn, cur, table, sample)
+                reports.append(TableReport.of(tally))
+                log(f"validate: {table.name}: {tally.compared:,} source rows compared")
+            if sample is None:
+                reports.append(TableReport.of(users(sconn, cur)))
+                reports.append(TableReport.of(listings(cur)))
+    mode = "full" if sample is None else f"sample of {sample:,} rows per table"
+    return Report(snapshot, run_id, mode, notes, tuple(reports), time.monotonic() - started)
+
+
+def _loaded_parents(table: Table, parents: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {col.name: parents[parent.name] for col, parent in table.parent_refs}
+
+
+CHUNK_ROWS = 25_000  # rows compared at a time: about 100 MiB in flight, two chunks in the pipeline
+JSON_CHUNK_ROWS = 10_000  # a parsed JSON value takes about a kilobyte in Python
+
+
+def chunk_size(table: Table, chunk_rows: int) -> int:
+    """Rows per chunk (at most the source's `chunk_rows`): memory stays flat whatever the table."""
+    has_json = any(c.pg_type == "JSONB" for c in table.migrated)
+    return min(chunk_rows, JSON_CHUNK_ROWS if has_json else CHUNK_ROWS)
+
+
+def source_chunks(snapshot: str, table: Table, rows: int) -> Iterator[pd.DataFrame]:
+    """The table's rows, `rows` at a time in rowid order, the next chunk read in a thread while the
+    caller compares this one (SQLite reads its pages without the GIL). Its own read-only connection."""
+    conn = sqlite3.connect(f"file:{Path(snapshot).resolve()}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            ahead = reader.submit(expected.read_after, conn, table, None, rows)
+            while len(raw := ahead.result()):
+                ahead = reader.submit(expected.read_after, conn, table, int(raw[SOURCE_ROWID].iloc[-1]), rows)
+                yield raw
+    finally:
+        conn.close()
+
+
+def _sorted(parts: list[np.ndarray], dtype) -> np.ndarray:
+    """The parts as one sorted array, sorted in place: one copy of the keys in memory, not three."""
+    every = np.concatenate(parts) if parts else np.empty(0, dtype)
+    parts.clear()
+    every.sort()
+    return every
+
+
+def full_table(
+    snapshot: str, sconn: sqlite3.Connection, conn, cur, table: Table, parents: dict, chunk_rows: int
+) -> Tally:
+    """Every source row of `table`, chunk by chunk in rowid order, then the target's rows without one.
+
+    Pipelined: while PostgreSQL answers for one chunk (in a thread: the server works, the GIL is free),
+    the next chunk goes through the exact rules."""
+    tally = Tally(table.name)
+    facts = expected.source_facts(sconn, table)
+    rejects = compare.Rejects(table, target_read.stream_rejects(conn, table), tally)
+    seen, keys = [], []
+
+    def finish(exp: expected.Expected, got: Future, last: int) -> None:
+        compare.loaded(table, exp.loaded, got.result(), tally)
+        rejects.upto(last, exp.rejected)
+
+    with ThreadPoolExecutor(max_workers=1) as pg:
+        pending = None
+        for raw in source_chunks(snapshot, table, chunk_size(table, chunk_rows)):
+            exp = expected.expect(table, raw, facts, _loaded_parents(table, parents))
+            loaded_keys = exp.loaded[expected.KEY].tolist()
+            got = pg.submit(target_read.read_rows, cur, table, loaded_keys)
+            if pending is not None:
+                finish(*pending)
+            pending = (exp, got, int(raw[SOURCE_ROWID].iloc[-1]))
+            seen.append(compare.key_codes(table, loaded_keys))
+            if table.name in PARENTS:
+                keys.append(np.asarray(loaded_keys, dtype=np.int64))
+        if pending is not None:
+            finish(*pending)
+    rejects.finish()
+    if table.name in PARENTS:
+        parents[table.name] = _sorted(keys, np.int64)
+    compare.strays(table, _sorted(seen, np.uint64), target_read.stream_keys(conn, table), tally)
+    return tally
+
+
+def sample_rowids(sconn: sqlite3.Connection, table: Table, n: int) -> list[int]:
+    """Up to `2 n` rowids of the table to draw `n` rows from: every rowid of a small range, else random
+    ones drawn from the range, kept where they exist (no count(*), which reads the whole table)."""
+    span = sqlite_read.rowid_range(sconn, table)
+    if span is None:
+        return []
+    lo, hi = span
+    if hi - lo + 1 <= 2 * n:
+        return [r for (r,) in sconn.execute(f'SELECT rowid FROM "{table.source}"')]
+    # Rowids are dense in practice: twice n draws from the range leave n rows to pick after gaps.
+    return sorted(random.sample(range(lo, hi + 1), 2 * n))
+
+
+def sample_table(sconn: sqlite3.Connection, cur, table: Table, n: int) -> Tally:
+    """`n` random source rows (a parent reference checked against the parent keys the target holds)."""
+    tally = Tally(table.name)
+    raw = expected.read_rowids(sconn, table, sample_rowids(sconn, table, n))
+    raw = raw.sample(n=min(n, len(raw)), random_state=None).sort_values(SOURCE_ROWID, ignore_index=True)
+    if not len(raw):
+        return tally
+    parents = {
+        col.name: np.sort(np.asarray(target_read.keys_of(cur, parent), dtype=np.int64))
+        for col, parent in table.parent_refs
+    }
+    exp = expected.expect(table, raw, expected.source_facts(sconn, table), parents)
+    compare.loaded(
+        table, exp.loaded, target_read.read_rows(cur, table, exp.loaded[expected.KEY].tolist()), tally
+    )
+    # The rejects of every sampled row: a loaded row with a reject too is an extra reject.
+    rowids = raw[SOURCE_ROWID].astype("int64").tolist()
+    rejects = compare.Rejects(table, [target_read.rejects_of(cur, table, rowids)], tally)
+    rejects.upto(max(rowids), exp.rejected)
+    return tally
+
+
+def users(sconn: sqlite3.Connection, cur) -> Tally:
+    """`users` is exactly the set of valid usernames the source references."""
+    tally = Tally(USERS.name)
+    want = expected.referenced_users(sconn, SOURCE_TABLES)
+    have = target_read.usernames(cur)
+    held = set(have)
+    tally.compared = len(want)
+    for name in sorted(want - held):
+        tally.missing += 1
+        tally.note(
+            Difference(
+                USERS.name, f"username={compare.show(name)}", "missing", source="the source references it"
+            )
+        )
+    for name in sorted(held - want):
+        tally.extra += 1
+        tally.note(
+            Difference(
+                USERS.name, f"username={compare.show(name)}", "extra", target="no source row references it"
+            )
+        )
+    tally.extra += len(have) - len(held)  # a username twice (the UNIQUE constraint forbids it)
+    tally.matched = len(want & held)
+    return tally
+
+
+def listings(cur) -> Tally:
+    """`marketplace_listings` by the rules of its check (`audit.listing_mismatches`)."""
+    tally = Tally(MARKETPLACE_LISTINGS.name)
+    found = audit.listing_mismatches(cur)
+    tally.compared = audit.scalar(
+        cur, "SELECT count(*) FROM agents WHERE for_sale IS TRUE AND price IS NOT NULL"
+    )
+    tally.missing = found["for_sale_without_one_listing"]
+    tally.extra = found["active_but_not_for_sale"]
+    tally.matched = tally.compared - tally.missing
+    for kind, count in (("missing", tally.missing), ("extra", tally.extra)):
+        if count:
+            what = (
+                "agents for sale without one active listing"
+                if kind == "missing"
+                else "active listings of agents not for sale"
+            )
+            tally.note(Difference(MARKETPLACE_LISTINGS.name, f"{count} rows", kind, source=what, target=what))
+    return tally
