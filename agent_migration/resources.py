@@ -53,6 +53,11 @@ class SqliteSource(SourceDatabase, dg.ConfigurableResource):
         description="Rows read and cleaned at a time: sets the memory, not the source (env MIGRATION_CHUNK_ROWS; "
         "default 50000).",
     )
+    validate_sample: int | None = Field(
+        default=None,
+        description="Source rows per table that every migrate run compares with PostgreSQL, value by value "
+        "(env MIGRATION_VALIDATE_SAMPLE; default 1000; 0 turns the values_match_source checks off).",
+    )
     busy_timeout_s: float = Field(
         default=30.0, description="How long to wait while a writer locks the source."
     )

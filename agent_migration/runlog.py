@@ -17,13 +17,13 @@ import weakref
 import dagster as dg
 
 from agent_migration.core.errors import MigrationError
+from agent_migration.core.settings import LOG_LEVEL, resolve
 from agent_migration.core.tables import TARGET_TABLES
 from agent_migration.core.text import checks_cell, text_table
 from agent_migration.postgres import embedded
 from agent_migration.resources import PostgresTarget
 
-LEVEL_ENV = "MIGRATION_LOG_LEVEL"
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LEVEL_ENV = LOG_LEVEL.env
 # The jobs' default run config: the console logger below, at the level it reads at run time.
 LOG_CONFIG = {"loggers": {"console": {"config": {}}}}
 REJECTS_QUERY = "SELECT source_table, source_key, reason, payload FROM migration.rejected_rows ORDER BY 1, 2;"
@@ -41,12 +41,7 @@ REJECTS_QUERY = "SELECT source_table, source_key, reason, payload FROM migration
     description=f"The console log: INFO and above unless env {LEVEL_ENV} or this config asks for DEBUG.",
 )
 def console(init_context: dg.InitLoggerContext) -> logging.Logger:
-    raw = init_context.logger_config.get("log_level") or os.environ.get(LEVEL_ENV) or "INFO"
-    level = raw.strip().upper()
-    if level not in LEVELS:
-        raise MigrationError(
-            f"{LEVEL_ENV} (or the console logger's log_level) must be one of {', '.join(LEVELS)}, not {raw!r}."
-        )
+    level = resolve(LOG_LEVEL, init_context.logger_config.get("log_level") or None).value.strip().upper()
     context = dg.InitLoggerContext(
         {"log_level": level, "name": init_context.logger_config.get("name", "dagster")},
         dg.colored_console_logger,

@@ -8,10 +8,10 @@ chunks (rowid ranges, or the rows to redo) and finds, set-based in SQLite, which
 import dagster as dg
 from pydantic import Field
 
+from agent_migration.boundary import expected_failures
 from agent_migration.core.artifacts import Snapshot, SourceTable
 from agent_migration.core.cleaning import KeyFacts
 from agent_migration.core.contract import USER_CHANGES
-from agent_migration.core.errors import MigrationError
 from agent_migration.core.tables import SOURCE_TABLES, Table
 from agent_migration.metadata import OWNERS
 from agent_migration.postgres import history, readiness
@@ -37,13 +37,11 @@ class SnapshotConfig(dg.Config):
 def source_snapshot(
     context: dg.AssetExecutionContext, config: SnapshotConfig, source: SqliteSource, target: PostgresTarget
 ) -> dg.MaterializeResult:
-    try:
+    with expected_failures():
         source.check_file()
         readiness.check_target(target)
         base = None if config.full_refresh else history.find_baseline(target, context.log.info)
         snap = snapshots.take_snapshot(source, context.run_id, base, context.log.info)
-    except MigrationError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
     meta = {}
     if snap.changes is not None:
         summary = {
@@ -90,7 +88,8 @@ def raw_asset(table: Table) -> dg.AssetsDefinition:
         ins={"source_snapshot": dg.AssetIn()},
     )
     def _raw(context: dg.AssetExecutionContext, source: SqliteSource, source_snapshot: Snapshot):
-        planned = plan_table(source, source_snapshot, table)
+        with expected_failures():
+            planned = plan_table(source, source_snapshot, table)
         mode = "full" if planned.rowids is None else "change-only: the rows to redo since the last published snapshot"
         return dg.MaterializeResult(
             value=planned,

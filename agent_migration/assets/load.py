@@ -8,10 +8,9 @@ run's writes commit together or not at all.
 import time
 
 import dagster as dg
-import psycopg2
 
 from agent_migration import runlog
-from agent_migration.boundary import fail
+from agent_migration.boundary import expected_failures
 from agent_migration.core.artifacts import CleanTable, Snapshot
 from agent_migration.core.errors import MigrationError
 from agent_migration.core.rules import Username
@@ -40,19 +39,15 @@ RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 def target_schema(
     context: dg.AssetExecutionContext, target: PostgresTarget, source_snapshot: Snapshot, **clean: CleanTable
 ) -> dg.MaterializeResult:
-    try:
+    with expected_failures(target):
         cleaned = {t.name: clean[f"clean_{t.name}"] for t in SOURCE_TABLES}
-        limit, shares = budget.enforce(target, source_snapshot, cleaned)
-    except budget.BudgetExceeded as exc:
-        context.log.info(runlog.budget_summary(exc.shares, exc.budget))
-        staging.discard_after_failure(target)
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    except MigrationError as exc:
-        staging.discard_after_failure(target)  # (a bad setting: what the cleaning staged goes too)
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    except psycopg2.Error as exc:
-        raise fail(exc, target) from None
-    try:
+        try:
+            limit, shares = budget.enforce(target, source_snapshot, cleaned)
+        except MigrationError as exc:
+            if isinstance(exc, budget.BudgetExceeded):
+                context.log.info(runlog.budget_summary(exc.shares, exc.budget))
+            staging.discard_after_failure(target)  # (a bad setting too: what the cleaning staged goes)
+            raise
         with target.connect() as conn, conn.cursor() as cur:
             merge.lock(cur, wait_s=target.lock_wait_s)
             cutover.refuse_after_cutover(cur)
@@ -66,10 +61,6 @@ def target_schema(
                     "Nothing was changed; migrate into an empty database or fix those tables."
                 ) from None
             conn.commit()
-    except (MigrationError, merge.ConcurrentRun, cutover.CutoverDone) as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    except psycopg2.Error as exc:
-        raise fail(exc, target) from None
     where = target.describe()
     if target.is_embedded:
         # The embedded server trusts local socket connections: its URL holds no secret.
@@ -156,18 +147,13 @@ def publish(
 ):
     started = time.monotonic()
     tables: dict[str, CleanTable] = {t.name: clean[f"clean_{t.name}"] for t in SOURCE_TABLES}
-    try:
-        with target.connect() as conn, conn.cursor() as cur:
-            published = publishing.publish_all(
-                cur, target, source_snapshot, derived_users, tables, context.run_id, context.log.info
-            )
-            changes = published.changes
-            conn.commit()
-            counts = published.counts(cur)
-    except (MigrationError, merge.ConcurrentRun, cutover.CutoverDone) as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    except psycopg2.Error as exc:
-        raise fail(exc, target) from None
+    with expected_failures(target), target.connect() as conn, conn.cursor() as cur:
+        published = publishing.publish_all(
+            cur, target, source_snapshot, derived_users, tables, context.run_id, context.log.info
+        )
+        changes = published.changes
+        conn.commit()
+        counts = published.counts(cur)
     seconds = time.monotonic() - started
     loaded = len(derived_users) + sum(t.loaded for t in tables.values())
     context.log.info(

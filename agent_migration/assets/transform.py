@@ -8,6 +8,7 @@ run's folder: nothing is dropped here; the load step copies both.
 
 import dagster as dg
 
+from agent_migration.boundary import expected_failures
 from agent_migration.core.artifacts import CleanTable, Snapshot, SourceTable
 from agent_migration.core.contract import loaded_path
 from agent_migration.core.tables import SOURCE_TABLES, Table
@@ -32,9 +33,10 @@ from agent_migration.transform.streaming import Context, clean_source
 def derived_users(
     context: dg.AssetExecutionContext, target: PostgresTarget, source: SqliteSource, source_snapshot: Snapshot
 ):
-    existing, sequence = pg_users.read_existing_users(target)
-    read = lambda: usernames.referenced_in_parallel(source, source_snapshot.path)  # noqa: E731 - a full run only
-    users, referenced_by = user_lib.users_of(existing, sequence, source_snapshot, read)
+    with expected_failures(target):
+        existing, sequence = pg_users.read_existing_users(target)
+        read = lambda: usernames.referenced_in_parallel(source, source_snapshot.path)  # noqa: E731 - full runs only
+        users, referenced_by = user_lib.users_of(existing, sequence, source_snapshot, read)
     new = int((~users["username"].isin(existing["username"])).sum())
     context.log.info(f"{len(users):,} users ({new:,} new, {len(existing):,} already in the target)")
     return dg.MaterializeResult(
@@ -74,14 +76,15 @@ def clean_asset(table: Table) -> dg.AssetsDefinition:
         source_snapshot: Snapshot,
         **loaded: CleanTable,
     ):
-        parents = {n.removeprefix("clean_"): v for n, v in loaded.items()}
-        parent_keys = user_lib.parent_keys(table, parents, lambda parent: pg_users.held_keys(target, parent))
-        ctx = Context(derived_users, parent_keys, raw.facts)
-        run_dir, full_run = source_snapshot.run_dir, raw.delta is None and source_snapshot.changes is None
-        with staging.stage_while_cleaning(target, table, loaded_path(run_dir, table), full_run) as stager:
-            sink = stager.write if stager else None
-            with sqlite_read.chunk_reader(source, raw.snapshot, table) as reader:
-                done = clean_source(reader, raw, table, ctx, run_dir, is_parent, context.log.info, sink=sink)
+        with expected_failures(target):
+            parents = {n.removeprefix("clean_"): v for n, v in loaded.items()}
+            parent_keys = user_lib.parent_keys(table, parents, lambda parent: pg_users.held_keys(target, parent))
+            ctx = Context(derived_users, parent_keys, raw.facts)
+            run_dir, full_run = source_snapshot.run_dir, raw.delta is None and source_snapshot.changes is None
+            with staging.stage_while_cleaning(target, table, loaded_path(run_dir, table), full_run) as stager:
+                sink = stager.write if stager else None
+                with sqlite_read.chunk_reader(source, raw.snapshot, table) as reader:
+                    done = clean_source(reader, raw, table, ctx, run_dir, is_parent, context.log.info, sink=sink)
         if stager:
             context.log.info(staging.outcome(stager))
         context.log.info(

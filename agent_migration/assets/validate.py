@@ -3,25 +3,14 @@ PostgreSQL value by value, as the `validate` job (`ops/validate.py`) does for ev
 
 import dagster as dg
 
-from agent_migration.core.errors import MigrationError
-from agent_migration.core.settings import Env, not_negative, resolve
+from agent_migration.boundary import expected_failures
+from agent_migration.core.settings import SOURCE
 from agent_migration.core.tables import SOURCE_TABLES
 from agent_migration.metadata import table_metadata
 from agent_migration.resources import PostgresTarget, SqliteSource
 from agent_migration.validation.run import validate
 
-SAMPLE_ENV = "MIGRATION_VALIDATE_SAMPLE"
-SAMPLE_DEFAULT = 1000
-
-
-SAMPLE = Env(
-    SAMPLE_ENV, SAMPLE_ENV, SAMPLE_DEFAULT, int, "a whole number of rows >= 0 (0 turns the check off)", not_negative
-)
-
-
-def sample_size() -> int:
-    """Rows per table the sample check compares, read at run time (a bad value fails naming the setting)."""
-    return resolve(SAMPLE, None).value
+SAMPLE = SOURCE["validate_sample"]
 
 
 @dg.multi_asset_check(
@@ -29,7 +18,7 @@ def sample_size() -> int:
         dg.AssetCheckSpec(
             "values_match_source",
             asset=t.name,
-            description=f"A random sample of source rows (env {SAMPLE_ENV}, default {SAMPLE_DEFAULT}; 0: off) "
+            description=f"A random sample of source rows (env {SAMPLE.env}, default {SAMPLE.default}; 0: off) "
             "compared value by value with PostgreSQL through the exact rules, as `validate` does for every row.",
         )
         for t in SOURCE_TABLES
@@ -37,11 +26,9 @@ def sample_size() -> int:
     description="Every migrate run: a random sample of each source table proven against PostgreSQL.",
 )
 def values_match_source(context: dg.AssetCheckExecutionContext, source: SqliteSource, target: PostgresTarget):
-    try:
-        n = sample_size()
+    with expected_failures():
+        n = source.setting("validate_sample").value
         report = None if n == 0 else validate(source, target, sample=n)
-    except MigrationError as exc:
-        raise dg.Failure(description=str(exc)) from None
     if report is not None and not report.ok:
         for line in report.lines():
             context.log.error(line)

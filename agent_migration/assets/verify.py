@@ -8,12 +8,10 @@ import time
 from collections.abc import Callable
 
 import dagster as dg
-import psycopg2
 
 from agent_migration import runlog
-from agent_migration.boundary import fail
+from agent_migration.boundary import expected_failures
 from agent_migration.core import text
-from agent_migration.core.errors import MigrationError
 from agent_migration.core.tables import MARKETPLACE_LISTINGS, SOURCE_TABLES, TARGET_TABLES, Table
 from agent_migration.metadata import CUTOVER_TAG, OWNERS, REJECTED_ROWS, log_report, markdown_table
 from agent_migration.postgres import audit, cutover
@@ -146,31 +144,26 @@ SPECS = [
 )
 def migration_checks(context: dg.AssetCheckExecutionContext, target: PostgresTarget):
     lost = []
-    try:
-        with target.connect() as conn, conn.cursor() as cur:
-            conn.set_session(readonly=True)
-            stats = audit.source_stats(cur)
-            took = {}
-            for (table_name, name), (table, fn) in CHECKS.items():
-                started = time.monotonic()
-                result = fn(cur, table, stats)
-                took[f"{table_name}.{name}"] = time.monotonic() - started
-                if name == "row_accounting" and not result.passed:
-                    lost.append(table_name)
-                yield dg.AssetCheckResult(
-                    asset_key=table_name,
-                    check_name=name,
-                    passed=result.passed,
-                    severity=result.severity,
-                    metadata=result.metadata,
-                )
-            # One line, not one per check: every log line is an event the instance stores.
-            slowest = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(took.items(), key=lambda kv: -kv[1])[:3])
-            context.log.debug(f"{len(took)} checks in {sum(took.values()):.2f} s; slowest: {slowest}")
-    except MigrationError as exc:
-        raise dg.Failure(description=str(exc)) from None
-    except psycopg2.Error as exc:
-        raise fail(exc, target) from None
+    with expected_failures(target), target.connect() as conn, conn.cursor() as cur:
+        conn.set_session(readonly=True)
+        stats = audit.source_stats(cur)
+        took = {}
+        for (table_name, name), (table, fn) in CHECKS.items():
+            started = time.monotonic()
+            result = fn(cur, table, stats)
+            took[f"{table_name}.{name}"] = time.monotonic() - started
+            if name == "row_accounting" and not result.passed:
+                lost.append(table_name)
+            yield dg.AssetCheckResult(
+                asset_key=table_name,
+                check_name=name,
+                passed=result.passed,
+                severity=result.severity,
+                metadata=result.metadata,
+            )
+        # One line, not one per check: every log line is an event the instance stores.
+        slowest = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(took.items(), key=lambda kv: -kv[1])[:3])
+        context.log.debug(f"{len(took)} checks in {sum(took.values()):.2f} s; slowest: {slowest}")
     if lost:
         raise dg.Failure(
             description=f"rows lost or duplicated in: {', '.join(lost)} (see check row_accounting). {FULL_RUN_HINT}"
@@ -242,33 +235,28 @@ def migration_report(
 ) -> dg.MaterializeResult:
     cutting_over = context.run.tags.get(CUTOVER_TAG) == "true"
     proven = None
-    try:
-        with target.connect() as conn, conn.cursor() as cur:
-            stats = audit.source_stats(cur)
-            rows = _accounting_rows(context, cur, stats, cutting_over)
-            counts = {t.name: audit.loaded_count(cur, t) for t in TARGET_TABLES}
-            totals = {f"{t.name}.{k}": v for t in SOURCE_TABLES for k, v in audit.sums(cur, t, stats).items()}
-            changes = audit.last_run_changes(cur)
-            bad = [r["table"] for r in rows if not r["passed"]]
-            if bad:
+    with expected_failures(target), target.connect() as conn, conn.cursor() as cur:
+        stats = audit.source_stats(cur)
+        rows = _accounting_rows(context, cur, stats, cutting_over)
+        counts = {t.name: audit.loaded_count(cur, t) for t in TARGET_TABLES}
+        totals = {f"{t.name}.{k}": v for t in SOURCE_TABLES for k, v in audit.sums(cur, t, stats).items()}
+        changes = audit.last_run_changes(cur)
+        bad = [r["table"] for r in rows if not r["passed"]]
+        if bad:
+            _log_summary(context, target, rows, counts, changes)
+            raise dg.Failure(
+                description=f"rows lost or duplicated in {', '.join(bad)}. {FULL_RUN_HINT}",
+                metadata={"accounting": dg.MetadataValue.md(markdown_table(rows))},
+            )
+        if cutting_over:
+            failed = failing_audits(cur, stats)
+            if failed:
                 _log_summary(context, target, rows, counts, changes)
-                raise dg.Failure(
-                    description=f"rows lost or duplicated in {', '.join(bad)}. {FULL_RUN_HINT}",
-                    metadata={"accounting": dg.MetadataValue.md(markdown_table(rows))},
-                )
-            if cutting_over:
-                failed = failing_audits(cur, stats)
-                if failed:
-                    _log_summary(context, target, rows, counts, changes)
-                    raise dg.Failure(description=f"cutover refused: checks fail: {', '.join(failed)}")
-                proven = _prove_every_row(context, source, target)
-                cutover.record(cur, context.run_id, changes.get("snapshot"), counts)
-                conn.commit()
-                context.log.info("cutover recorded: migrate and the resync schedule will no longer write")
-    except MigrationError as exc:
-        raise dg.Failure(description=str(exc)) from None
-    except psycopg2.Error as exc:
-        raise fail(exc, target) from None
+                raise dg.Failure(description=f"cutover refused: checks fail: {', '.join(failed)}")
+            proven = _prove_every_row(context, source, target)
+            cutover.record(cur, context.run_id, changes.get("snapshot"), counts)
+            conn.commit()
+            context.log.info("cutover recorded: migrate and the resync schedule will no longer write")
     change_rows = [{"table": t, **c} for t, c in changes.get("changes", {}).items()]
     _log_summary(context, target, rows, counts, changes)  # the run's last INFO line: every check ran before
     return dg.MaterializeResult(

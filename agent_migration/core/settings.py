@@ -93,7 +93,32 @@ SOURCE = {
     "min_free_mb": Env(
         "MIGRATION_MIN_FREE_MB", "source.min_free_mb", 256, int, "a whole number of MiB, 0 or more", not_negative
     ),
+    # Source rows per table that every migrate run proves against PostgreSQL (the values_match_source checks).
+    "validate_sample": Env(
+        "MIGRATION_VALIDATE_SAMPLE",
+        "source.validate_sample",
+        1000,
+        int,
+        "a whole number of rows, 0 or more (0 turns the check off)",
+        not_negative,
+    ),
 }
+
+def fraction(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 1:  # (NaN fails too)
+        raise ValueError(raw)
+    return value
+
+
+def log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in LEVELS:
+        raise ValueError(raw)
+    return level
+
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 TARGET = {
     "database_url": Env("DATABASE_URL", "target.database_url", None),
@@ -101,7 +126,24 @@ TARGET = {
     "connections": Env(
         "MIGRATION_PG_CONNECTIONS", "target.connections", 3, int, "a whole number of connections, 1 or more", positive
     ),
+    # The reject budget: the largest share of a source table's rows that may be rejected (postgres/budget.py).
+    "max_reject_share": Env(
+        "MIGRATION_MAX_REJECT_SHARE",
+        "target.max_reject_share",
+        0.5,
+        fraction,
+        "a fraction between 0 and 1 (0.5: up to half of a table's rows may be rejected)",
+        lambda v: v is not None and 0 <= v <= 1,
+    ),
 }
 
 EXPORT_PATH = Env("EXPORT_SQLITE_PATH", "export.path", None)
 STORAGE = Env("MIGRATION_STORAGE", "io_manager.base_dir", ".migration/storage")
+LOG_LEVEL = Env(
+    "MIGRATION_LOG_LEVEL",
+    "loggers.console.config.log_level",
+    "INFO",
+    log_level,
+    f"one of {', '.join(LEVELS)}",
+    lambda v: str(v).strip().upper() in LEVELS,
+)

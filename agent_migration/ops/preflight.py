@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import dagster as dg
 
 from agent_migration import runlog
+from agent_migration.boundary import expected_failures
 from agent_migration.core import text
 from agent_migration.core.artifacts import PreflightSource, TableAssessment, TargetAssessment
-from agent_migration.core.errors import MigrationError
 from agent_migration.core.tables import SOURCE_TABLES, Table
 from agent_migration.metadata import OWNERS, markdown_table
 from agent_migration.ops.record import checked, materialization, recorded
@@ -27,10 +27,8 @@ GROUP = "preflight"
 
 
 def _budget(target: PostgresTarget):
-    try:
+    with expected_failures():
         return budget_of(target)
-    except MigrationError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
 def _spec(name: str, kinds: set[str], description: str, deps=()) -> dg.AssetSpec:
@@ -48,10 +46,8 @@ SOURCE_SPEC = _spec(
 
 @dg.op(description=SOURCE_SPEC.description)
 def preflight_source(context: dg.OpExecutionContext, source: SqliteSource, target: PostgresTarget) -> PreflightSource:
-    try:
+    with expected_failures():
         pre = preflight.snapshot(source, target, context.run_id, context.log.info)
-    except MigrationError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
     stats = pre.snapshot.stats
     return recorded(
         context,

@@ -9,13 +9,11 @@ verifies itself (checks rows_reconcile, sums_reconcile, no_conflicts).
 from collections.abc import Iterator
 
 import dagster as dg
-import psycopg2
 
 from agent_migration import runlog
-from agent_migration.boundary import fail
+from agent_migration.boundary import expected_failures
 from agent_migration.core import text
 from agent_migration.core.artifacts import RollbackExport
-from agent_migration.core.errors import MigrationError
 from agent_migration.core.tables import TARGET_TABLES
 from agent_migration.metadata import OWNERS, REJECTED_ROWS, markdown_table
 from agent_migration.ops.record import evaluations, materialization
@@ -67,14 +65,10 @@ SPEC = dg.AssetSpec(
 def rollback_file(
     context: dg.OpExecutionContext, target: PostgresTarget, export: ExportFile, source: SqliteSource
 ) -> Iterator:
-    try:
+    with expected_failures(target):
         path = export.destination()
         context.log.info(f"rollback file: writing {path} from PostgreSQL at {target.describe()}")
         done = rollback.export(target, path, source.rows_per_chunk, context.log.info)
-    except MigrationError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    except psycopg2.Error as exc:
-        raise fail(exc, target) from None
     table = [
         {
             "table": t.name,

@@ -9,8 +9,6 @@ anything is written, so a refused run leaves the target as it was, on a first lo
 
 from __future__ import annotations
 
-import math
-import os
 from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -26,7 +24,6 @@ from agent_migration.core.tables import BY_SOURCE, SOURCE_TABLES
 from agent_migration.postgres.connection import TargetDatabase
 
 ENV = "MIGRATION_MAX_REJECT_SHARE"
-DEFAULT = 0.5
 OVERFLOW = ": overflows a PostgreSQL INTEGER"  # the end of an integer's reason kind
 ORPHAN = ", which is missing or rejected"  # the end of a row naming a missing or rejected parent
 TOP_REASONS = 3
@@ -41,22 +38,14 @@ class Budget:
 
 
 def budget_of(target: TargetDatabase) -> Budget:
-    """The budget at run time: the resource's `max_reject_share`, else env MIGRATION_MAX_REJECT_SHARE, else 0.5."""
-    if target.max_reject_share is not None:
-        return Budget(target.max_reject_share, f"target.max_reject_share = {target.max_reject_share:g}")
-    raw = os.environ.get(ENV, "").strip()
-    if not raw:
-        return Budget(DEFAULT, f"{ENV} not set: the default")
-    try:
-        share = float(raw)
-    except ValueError:
-        share = math.nan
-    if not 0 <= share <= 1:  # (NaN fails too)
-        raise MigrationError(
-            f"{ENV} must be a fraction between 0 and 1 (0.5: up to half of a table's rows may be rejected), "
-            f"not {raw!r}."
-        )
-    return Budget(share, f"{ENV}={raw}")
+    """The budget at run time: the resource's `max_reject_share`, else env MIGRATION_MAX_REJECT_SHARE, else
+    0.5 (a bad value fails naming the setting and where it came from)."""
+    found = target.setting("max_reject_share")
+    if found.origin == "run config":
+        return Budget(found.value, f"{found.field} = {found.value:g}")
+    if found.origin == "environment":
+        return Budget(found.value, f"{found.name}={found.value:g}")
+    return Budget(found.value, f"{found.name} not set: the default")
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+from agent_migration.core.errors import MigrationError
+
 UNDO = "DELETE FROM migration.cutover"
 
 
-class CutoverDone(RuntimeError):
+class CutoverDone(MigrationError):
     pass
 
 

@@ -1,6 +1,7 @@
 """A test-only switch that kills the run at a named point of the publish, as a crash or `kill -9` would.
 
-`MIGRATION_FAULT_AT=stage|copy|index|swap|swapped` (unset in any real run): the kill tests use it to prove that
+`MIGRATION_FAULT_AT=stage|copy|index|swap|swapped`, armed only by `MIGRATION_FAULT_TESTING=1` beside it (which
+only the tests set: the point alone, say a variable left in a shell, does nothing): the kill tests use it to prove that
 a run killed in each phase leaves the previous state and that the next run succeeds. The process kills
 itself when the point is reached: `stage` once a first load's early copy (while cleaning) sent its
 first rows, `copy` once the first rows of a COPY were sent (the COPY is cut off
@@ -14,8 +15,13 @@ import os
 import signal
 
 ENV = "MIGRATION_FAULT_AT"
+ARMED = "MIGRATION_FAULT_TESTING"  # the test-only flag: without it `ENV` is ignored
+
+
+def armed(point: str) -> bool:
+    return os.environ.get(ARMED) == "1" and os.environ.get(ENV) == point
 
 
 def here(point: str) -> None:
-    if os.environ.get(ENV) == point:
+    if armed(point):
         os.kill(os.getpid(), signal.SIGKILL)

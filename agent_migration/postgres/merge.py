@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from psycopg2 import sql
 
+from agent_migration.core.errors import MigrationError
 from agent_migration.core.tables import MARKETPLACE_LISTINGS, TARGET_TABLES, USERS, Table
 from agent_migration.postgres.copy import Rows, copy_batches
 from agent_migration.postgres.ddl import SCHEMA
@@ -28,7 +29,7 @@ REJECT_TYPES = {
 }
 
 
-class ConcurrentRun(RuntimeError):
+class ConcurrentRun(MigrationError):
     pass
 
 

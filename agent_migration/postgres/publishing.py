@@ -11,8 +11,6 @@ import time
 from dataclasses import dataclass
 
 import pandas as pd
-import psycopg2
-import psycopg2.errors
 import pyarrow as pa
 from psycopg2 import sql
 
@@ -26,7 +24,6 @@ from agent_migration.postgres import cutover, history, merge, parallel, staging
 from agent_migration.postgres.connection import TargetDatabase
 from agent_migration.postgres.copy import Rows
 
-TRANSIENT = (psycopg2.OperationalError, psycopg2.InterfaceError)
 USER_TYPES = {"id": "INTEGER", "username": "VARCHAR(255)"}
 
 

@@ -8,7 +8,7 @@ import pytest
 from agent_migration.postgres import ddl
 from agent_migration_tests.conftest import query
 
-SEED = Path(__file__).parent / "data" / "seed_schema.sql"
+SEED = Path(__file__).parents[1] / "data" / "seed_schema.sql"
 
 CATALOG = {
     "columns": """

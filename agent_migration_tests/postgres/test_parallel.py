@@ -14,11 +14,11 @@ import pytest
 
 from agent_migration.core.contract import arrow_schema
 from agent_migration.core.tables import SOURCE_TABLES
-from agent_migration.postgres import merge, staging
+from agent_migration.postgres import faults, merge, staging
 from agent_migration.resources import PostgresTarget
 from agent_migration.sample import write_sample
 from agent_migration_tests.conftest import query, resources, run_migration
-from agent_migration_tests.test_resync import content
+from agent_migration_tests.dagster_layer.test_resync import content
 
 BIN = Path(sys.executable).parent
 CATALOG = {
@@ -93,7 +93,7 @@ def test_a_run_killed_in_each_phase_leaves_the_previous_state_and_the_next_run_s
 ):
     url, reference = new_database(), new_database()
     assert migrate(messy_source, reference, tmp_path / "ref", connections=1).success
-    killed = _run(messy_source, url, tmp_path, MIGRATION_FAULT_AT=point)
+    killed = _run(messy_source, url, tmp_path, MIGRATION_FAULT_AT=point, MIGRATION_FAULT_TESTING="1")
     assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
     _backends_gone(url)
     if point == "stage":  # killed while cleaning: target_schema had not run, the database is as it was
@@ -106,6 +106,25 @@ def test_a_run_killed_in_each_phase_leaves_the_previous_state_and_the_next_run_s
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert content(url) == content(reference)
     assert catalog(url) == catalog(reference)  # the killed run's stage schema is gone too
+
+
+@pytest.mark.slow
+def test_the_fault_point_alone_does_not_stop_a_run(messy_source, new_database, tmp_path):
+    """`MIGRATION_FAULT_AT` left in a shell does nothing: only the tests' `MIGRATION_FAULT_TESTING=1` arms it."""
+    url, reference = new_database(), new_database()
+    assert migrate(messy_source, reference, tmp_path / "ref", connections=1).success
+    done = _run(messy_source, url, tmp_path, MIGRATION_FAULT_AT="copy")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert content(url) == content(reference)
+
+
+def test_the_fault_switch_needs_the_test_flag(monkeypatch):
+    monkeypatch.setenv(faults.ENV, "copy")
+    monkeypatch.delenv(faults.ARMED, raising=False)
+    assert not faults.armed("copy")
+    faults.here("copy")  # would SIGKILL this test process if it were armed
+    monkeypatch.setenv(faults.ARMED, "1")
+    assert faults.armed("copy") and not faults.armed("swap")
 
 
 BALANCES = next(t for t in SOURCE_TABLES if t.name == "user_balance")

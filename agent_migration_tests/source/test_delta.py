@@ -15,9 +15,9 @@ from agent_migration.core.tables import SOURCE_TABLES, Table
 from agent_migration.resources import PostgresTarget, SqliteSource
 from agent_migration.sample import write_sample
 from agent_migration_tests.conftest import create_database, query
-from agent_migration_tests.test_reliability import _bind, _write, failures, run
-from agent_migration_tests.test_resync import WRITES, content
-from agent_migration_tests.test_rules import sqlite_values
+from agent_migration_tests.core.test_rules import sqlite_values
+from agent_migration_tests.dagster_layer.test_bad_input import _bind, _write, failures, run
+from agent_migration_tests.dagster_layer.test_resync import WRITES, content
 
 pytestmark = pytest.mark.slow  # every test here runs the job three times or more
 

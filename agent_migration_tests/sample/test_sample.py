@@ -416,7 +416,7 @@ def test_cli_as_a_process_exits_2_without_traceback(tmp_path):
         [sys.executable, "-m", "agent_migration.sample", str(path), "--scale", "tiny"],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode == 2
     assert str(path) in done.stderr and "Traceback" not in done.stderr

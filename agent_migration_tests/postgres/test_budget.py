@@ -31,7 +31,8 @@ def test_a_bad_budget_names_the_setting_and_the_value(monkeypatch, raw):
     monkeypatch.setenv(budget.ENV, raw)
     with pytest.raises(
         MigrationError,
-        match=rf"^MIGRATION_MAX_REJECT_SHARE must be a fraction between 0 and 1 .* not '{raw}'\.$",
+        match=rf"^MIGRATION_MAX_REJECT_SHARE must be a fraction between 0 and 1 .* not '{raw}' "
+        r"\(from env MIGRATION_MAX_REJECT_SHARE\)\.$",
     ):
         budget.budget_of(PostgresTarget())
 

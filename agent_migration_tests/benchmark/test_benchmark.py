@@ -16,7 +16,7 @@ from agent_migration.benchmark import DATABASES, HEADER, STEPS, database_url
 from agent_migration.postgres import embedded
 from agent_migration_tests.conftest import query, server_dir
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 TABLES = ("agents", "user_balance", "payments", "chat_messages")
 TARGET = "embedded PostgreSQL (Unix socket)"
 

@@ -40,7 +40,7 @@ from agent_migration.resources import SqliteSource
 from agent_migration.source import sqlite_read
 from agent_migration.transform.fastpath import UserMap, fast_column
 from agent_migration.transform.streaming import Context, clean_stream
-from agent_migration_tests.test_rules import sqlite_values
+from agent_migration_tests.core.test_rules import sqlite_values
 
 INTEGERS = st.one_of(
     st.integers(-3, 120),

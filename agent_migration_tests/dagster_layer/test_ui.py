@@ -35,7 +35,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "asset-graph.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "asset-graph.png"
 TABLES = {"users", "agents", "user_balance", "payments", "chat_messages", "battles", "marketplace_listings"}
 # One asset per group and stage: the source, its raw and clean frames, the derived users, a target, the report.
 LINEAGE = ["source_snapshot", "raw_agents", "derived_users", "clean_agents", "agents", "migration_report"]

@@ -23,8 +23,8 @@ from agent_migration.resources import ExportFile, PostgresTarget
 from agent_migration.rollback import export as rollback
 from agent_migration.sample import write_sample
 from agent_migration_tests.conftest import ASSETS, CHECKS, create_database, query, resources, run_migration
-from agent_migration_tests.test_cli import run as run_cli
-from agent_migration_tests.test_resync import content
+from agent_migration_tests.dagster_layer.test_cli import run as run_cli
+from agent_migration_tests.dagster_layer.test_resync import content
 
 # The app's own schema as its SQLite file has it: AUTOINCREMENT ids and a DESC index (the plan's column
 # list, with what `CREATE TABLE` in the app adds).

@@ -26,9 +26,9 @@ from agent_migration.transform import fastpath
 from agent_migration.validation import expected
 from agent_migration.validation.run import validate
 from agent_migration_tests.conftest import ASSETS, CHECKS, create_database, query, resources, run_migration
-from agent_migration_tests.test_delta import _edit, _migrate, edits, rows
-from agent_migration_tests.test_reliability import _write
-from agent_migration_tests.test_rules import sqlite_values
+from agent_migration_tests.core.test_rules import sqlite_values
+from agent_migration_tests.dagster_layer.test_bad_input import _write
+from agent_migration_tests.source.test_delta import _edit, _migrate, edits, rows
 
 
 def check(source: Path, url: str, tmp: Path, **kw):

@@ -22,7 +22,7 @@ from agent_migration.core.tables import SOURCE_TABLES
 from agent_migration.resources import PostgresTarget, SqliteSource
 from agent_migration.sample import write_sample
 from agent_migration_tests.conftest import ASSETS, CHECKS, create_database, query, resources
-from agent_migration_tests.test_rules import sqlite_values
+from agent_migration_tests.core.test_rules import sqlite_values
 
 BIN = Path(sys.executable).parent
 PASSWORD = "S3cret-Pa55word"
