@@ -18,7 +18,7 @@ from agent_migration.postgres import users as pg_users
 from agent_migration.resources import PostgresTarget, SqliteSource
 from agent_migration.source import sqlite_read, usernames
 from agent_migration.transform import users as user_lib
-from agent_migration.transform.streaming import Context, clean_source
+from agent_migration.transform.streaming import CleaningInputs, clean_source
 
 
 @dg.asset(
@@ -79,7 +79,7 @@ def clean_asset(table: Table) -> dg.AssetsDefinition:
         with expected_failures(target):
             parents = {n.removeprefix("clean_"): v for n, v in loaded.items()}
             parent_keys = user_lib.parent_keys(table, parents, lambda parent: pg_users.held_keys(target, parent))
-            ctx = Context(derived_users, parent_keys, raw.facts)
+            ctx = CleaningInputs(derived_users, parent_keys, raw.facts)
             run_dir, full_run = source_snapshot.run_dir, raw.delta is None and source_snapshot.changes is None
             with staging.stage_while_cleaning(target, table, loaded_path(run_dir, table), full_run) as stager:
                 sink = stager.write if stager else None

@@ -146,7 +146,7 @@ def migration_checks(context: dg.AssetCheckExecutionContext, target: PostgresTar
     lost = []
     with expected_failures(target), target.connect() as conn, conn.cursor() as cur:
         conn.set_session(readonly=True)
-        stats = audit.source_stats(cur)
+        stats = audit.recorded_source_stats(cur)
         took = {}
         for (table_name, name), (table, fn) in CHECKS.items():
             started = time.monotonic()
@@ -236,7 +236,7 @@ def migration_report(
     cutting_over = context.run.tags.get(CUTOVER_TAG) == "true"
     proven = None
     with expected_failures(target), target.connect() as conn, conn.cursor() as cur:
-        stats = audit.source_stats(cur)
+        stats = audit.recorded_source_stats(cur)
         rows = _accounting_rows(context, cur, stats, cutting_over)
         counts = {t.name: audit.loaded_count(cur, t) for t in TARGET_TABLES}
         totals = {f"{t.name}.{k}": v for t in SOURCE_TABLES for k, v in audit.sums(cur, t, stats).items()}

@@ -23,7 +23,7 @@ def scalar(cur, query, params=None):
     return cur.fetchone()[0]
 
 
-def source_stats(cur) -> dict[str, dict]:
+def recorded_source_stats(cur) -> dict[str, dict]:
     cur.execute("SELECT source_table, source_rows, sums, max_id FROM migration.source_stats")
     return {t: {"rows": n, "sums": s, "max_id": m} for t, n, s, m in cur.fetchall()}
 

@@ -276,7 +276,7 @@ def progress(table: Table, total: int, log: Callable[[str], None]) -> Callable[[
     return report
 
 
-def publish(
+def load_tables(
     cur,
     frames: dict[str, Rows],
     columns: dict[str, dict[str, str]],

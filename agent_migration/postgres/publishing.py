@@ -200,7 +200,7 @@ def publish_all(
     else:
         workers = 1
         staging.discard(cur)  # (a target that stopped being a first load after this run's cleaning staged)
-        changes = merge.publish(
+        changes = merge.load_tables(
             cur,
             rows_to_load(users, clean),
             column_types(),

@@ -37,7 +37,7 @@ from agent_migration.source import sqlite_read
 from agent_migration.source.database import SourceDatabase
 from agent_migration.source.files import check_source_shape, describe_source
 from agent_migration.source.usernames import referenced
-from agent_migration.transform.streaming import Context, clean_source
+from agent_migration.transform.streaming import CleaningInputs, clean_source
 
 KEEP = 2  # preflight snapshots kept (the latest run's, for re-running one of its assets)
 
@@ -52,7 +52,7 @@ def snapshot(source: SourceDatabase, target: TargetDatabase, run_id: str, log) -
     copy = source.model_copy(update={"backup_dir": str(folder), "keep_backups": KEEP}).snapshot(run_id)
     with source.connect(copy) as conn:
         extra = check_source_shape(describe_source(conn), source.sqlite_path)
-        stats = {t.source: sqlite_read.source_stats(conn, t) for t in SOURCE_TABLES}
+        stats = {t.source: sqlite_read.table_stats(conn, t) for t in SOURCE_TABLES}
         references = [usernames(t, referenced(conn, t)) for t in SOURCE_TABLES]
     try:  # the ids users already have in the target (they never change); none when it cannot be read
         existing, sequence = read_existing_users(target)
@@ -100,7 +100,7 @@ def assess_table(
     profile = TableProfile(table)
     with sqlite_read.chunk_reader(source, snap.path, table) as reader:
         done = clean_source(
-            reader, planned, table, Context(pre.users, keys, facts), snap.run_dir, is_parent, log, profile
+            reader, planned, table, CleaningInputs(pre.users, keys, facts), snap.run_dir, is_parent, log, profile
         )
     for path in (done.loaded_path, done.rejects_path):  # nothing of it is published
         Path(path).unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from agent_migration.core.tables import SOURCE_TABLES
 from agent_migration.source import delta
 from agent_migration.source.database import SourceDatabase
 from agent_migration.source.files import check_source_shape, describe_source
-from agent_migration.source.sqlite_read import schema_objects, source_stats
+from agent_migration.source.sqlite_read import schema_objects, table_stats
 
 
 def plan_changes(conn, base: dict | None, snapshot: Path, log) -> dict | None:
@@ -51,7 +51,7 @@ def take_snapshot(source: SourceDatabase, run_id: str, base: dict | None, log) -
     copy = source.snapshot(run_id, keep=base["snapshot"] if base else None)
     with source.connect(copy) as conn:
         extra = check_source_shape(describe_source(conn), source.sqlite_path)
-        stats = {t.source: source_stats(conn, t) for t in SOURCE_TABLES}
+        stats = {t.source: table_stats(conn, t) for t in SOURCE_TABLES}
         schema = schema_objects(conn)
         changes = plan_changes(conn, base, copy, log)
     if base and str(copy) == str(Path(base["snapshot"]).resolve()):

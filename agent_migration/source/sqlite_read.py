@@ -30,7 +30,7 @@ from agent_migration.source.files import sqlite_ident
 FETCH_ROWS = 100_000
 
 
-def source_stats(conn, table: Table) -> dict:
+def table_stats(conn, table: Table) -> dict:
     """Row count and reconciliation totals, read straight from the snapshot (independent of the frames)."""
     name = sqlite_ident(table.source)
     stats: dict = {"rows": conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0], "sums": {}}
@@ -190,28 +190,32 @@ def join_chunks(chunks: list) -> pd.Series:
 
 ARROW_OF = {"integer": pa.int64(), "real": pa.float64(), "text": pa.string()}
 IN_RANGE = "rowid > ? AND rowid <= ?"
+IN_FIRST_RANGE = "rowid >= ? AND rowid <= ?"
 IN_LIST = "rowid IN (SELECT value FROM json_each(?))"
 _BEFORE_ALL = -(2**63)
 
 
 def range_chunks(conn, table: Table, chunk_rows: int) -> Iterator[Chunk]:
-    """Rowid ranges (after, up to] of at most `chunk_rows` rows each, found by walking the rowid index."""
+    """Rowid ranges (after, up to] of at most `chunk_rows` rows each, found by walking the rowid index;
+    the first range is [smallest, up to], so a row at the smallest rowid SQLite allows is read too."""
     name = sqlite_ident(table.source)
-    after = _BEFORE_ALL
+    after, first = _BEFORE_ALL, True
     while True:
+        above = ">=" if first else ">"
         row = conn.execute(
-            f"SELECT rowid FROM {name} WHERE rowid > ? ORDER BY rowid LIMIT 1 OFFSET ?",
+            f"SELECT rowid FROM {name} WHERE rowid {above} ? ORDER BY rowid LIMIT 1 OFFSET ?",
             (after, chunk_rows - 1),
         ).fetchone()
+        where = IN_FIRST_RANGE if first else IN_RANGE
         if row is not None:
-            yield Chunk(IN_RANGE, (after, row[0]), chunk_rows)
-            after = row[0]
+            yield Chunk(where, (after, row[0]), chunk_rows)
+            after, first = row[0], False
             continue
         last, rows = conn.execute(
-            f"SELECT max(rowid), count(*) FROM {name} WHERE rowid > ?", (after,)
+            f"SELECT max(rowid), count(*) FROM {name} WHERE rowid {above} ?", (after,)
         ).fetchone()
         if rows:
-            yield Chunk(IN_RANGE, (after, last), rows)
+            yield Chunk(where, (after, last), rows)
         return
 
 

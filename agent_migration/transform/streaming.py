@@ -38,7 +38,7 @@ from agent_migration.transform.payloads import concat, typed_payloads
 
 
 @dataclass(frozen=True)
-class Context:
+class CleaningInputs:
     """What cleaning one table needs beyond its own rows: small maps only."""
 
     users: pd.DataFrame  # id, username
@@ -57,7 +57,7 @@ class Outcome:
 
 
 def fast_chunk(
-    table: Table, typed: pa.Table, ctx: Context, ids: UserMap
+    table: Table, typed: pa.Table, ctx: CleaningInputs, ids: UserMap
 ) -> tuple[pa.Table, pa.Table, np.ndarray]:
     """Judge typed rows: (loaded, rejects decided here, rowids for the exact path)."""
     rowids = typed.column(SOURCE_ROWID).to_numpy()
@@ -117,7 +117,7 @@ def _joined(reasons: list[pa.Array], n: int) -> pa.Array:
     return joined
 
 
-def exact_chunk(table: Table, raw: pd.DataFrame, ctx: Context) -> tuple[pa.Table, pa.Table]:
+def exact_chunk(table: Table, raw: pd.DataFrame, ctx: CleaningInputs) -> tuple[pa.Table, pa.Table]:
     """The exact rules over rows as SQLite stored them: (loaded, rejects)."""
     frame = remap_users(table, clean_table(table, raw, ctx.facts), ctx.users)
     for col, _ in table.parent_refs:
@@ -143,7 +143,7 @@ def exact_chunk(table: Table, raw: pd.DataFrame, ctx: Context) -> tuple[pa.Table
 
 
 def clean_chunk(
-    reader, table: Table, chunk: Chunk, typed: pa.Table, ctx: Context, ids: UserMap, profile=None
+    reader, table: Table, chunk: Chunk, typed: pa.Table, ctx: CleaningInputs, ids: UserMap, profile=None
 ) -> Outcome:
     """One chunk: its typed rows through the fast path, every other row through the exact rules.
     `profile` (preflight's `profiling.TableProfile`) sees the typed rows and the odd rows as stored."""
@@ -169,7 +169,7 @@ def clean_stream(
     reader,
     table: Table,
     chunks: Iterator[Chunk],
-    ctx: Context,
+    ctx: CleaningInputs,
     out: tuple[Path, Path],
     keep_keys: bool,
     log: Callable[[int], None] | None = None,
@@ -227,7 +227,7 @@ def clean_source(
     reader,
     planned: SourceTable,
     table: Table,
-    ctx: Context,
+    ctx: CleaningInputs,
     run_dir: str,
     keep_keys: bool,
     log,

@@ -39,7 +39,7 @@ from agent_migration.core.tables import SOURCE_TABLES, Table
 from agent_migration.resources import SqliteSource
 from agent_migration.source import sqlite_read
 from agent_migration.transform.fastpath import UserMap, fast_column
-from agent_migration.transform.streaming import Context, clean_stream
+from agent_migration.transform.streaming import CleaningInputs, clean_stream
 from agent_migration_tests.core.test_rules import sqlite_values
 
 INTEGERS = st.one_of(
@@ -246,7 +246,7 @@ def test_streamed_chunks_decide_every_row_as_the_exact_rules_on_the_whole_table(
         chunks = sqlite_read.range_chunks(conn, table, chunk_rows)
         out = (tmp / "loaded.arrow", tmp / "rejects.arrow")
         reader = sqlite_read.ChunkReader(conn, adbc, table)
-        written = clean_stream(reader, table, chunks, Context(users, parents, facts), out, keep_keys=False)
+        written = clean_stream(reader, table, chunks, CleaningInputs(users, parents, facts), out, keep_keys=False)
 
     with pa.OSFile(str(out[0])) as f:
         got_loaded = as_rows(table, pa.ipc.open_stream(f).read_all())
