@@ -128,13 +128,16 @@ def same_raw(raw: Any, stored: Any) -> bool:
 
 
 def reject(table: Table, expected: dict, got: tuple, tally: Tally) -> None:
-    """One expected reject (rowid, source_key, payload) against the target's reject of the same rowid."""
-    _, key, payload_text = got
+    """One expected reject (rowid, source_key, reason, payload) against the target's reject of the same
+    rowid (rowid, source_key, payload text, reason)."""
+    _, key, payload_text, reason = got
     payload = json.loads(payload_text)
     label = f"rejected source_key={show(expected['source_key'])}"
     diffs = []
     if key != expected["source_key"]:
         diffs.append(Difference(table.name, label, "differs", "source_key", expected["source_key"], key))
+    if reason != expected["reason"]:
+        diffs.append(Difference(table.name, label, "differs", "reason", expected["reason"], reason))
     for column in table.source_columns:
         raw, stored = expected["payload"].get(column), payload.get(column, KeyError)
         if stored is KeyError or not same_raw(raw, stored):

@@ -42,7 +42,7 @@ KEY = plain.KEY
 @dataclass(frozen=True)
 class Expected:
     """What the target must hold for a set of source rows: `loaded` (KEY plus every migrated column,
-    canonical) and `rejected` (rowid, source key, the raw row as a dict of source column -> value)."""
+    canonical) and `rejected` (rowid, source key, reason, the raw row as a dict of source column -> value)."""
 
     loaded: pd.DataFrame
     rejected: pd.DataFrame
@@ -118,6 +118,7 @@ def expect(
         {
             "rowid": raw.loc[bad, SOURCE_ROWID].astype("int64"),
             "source_key": frame.loc[bad, SOURCE_KEY].astype(object),
+            "reason": frame.loc[bad, REJECT].astype(object),
             "payload": raw.loc[bad, table.source_columns].to_dict("records"),
         }
     )
@@ -152,7 +153,7 @@ def canonical(col: Col, values: pd.Series) -> pd.Series:
     elif isinstance(rule, Money):  # Decimals with `scale` places: exact cents
         out = _array(None if v is None else int(v.scaleb(rule.scale)) for v in _objects(values))
     elif isinstance(rule, Json):
-        out = _array(None if v is None else json.loads(v) for v in _objects(values))
+        out = _array(plain.json_value(v) for v in _objects(values))
     elif isinstance(rule, Boolean):
         out = _objects(values, "boolean")
     elif col.pg_type == "INTEGER" and not isinstance(rule, Username):

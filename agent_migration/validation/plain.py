@@ -36,6 +36,27 @@ from agent_migration.core.values import SURROGATES
 
 KEY = "_key"  # the canonical key column of a comparison frame
 
+
+class _JsonNull:
+    """JSON's `null` as a column value: apart from SQL NULL (None), so that neither passes for the other."""
+
+    def __repr__(self) -> str:
+        return "JSON null"
+
+    def __reduce__(self) -> str:
+        return "JSON_NULL"
+
+
+JSON_NULL = _JsonNull()
+
+
+def json_value(text: str | None) -> object:
+    """A JSON column's canonical value: SQL NULL is None, the JSON text `null` is `JSON_NULL`."""
+    if text is None:
+        return None
+    value = json.loads(text)
+    return JSON_NULL if value is None else value
+
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S"
 
 
@@ -133,7 +154,7 @@ def plain_column(col: Col, raw: list, utf8: bool = True) -> tuple[np.ndarray, np
         ok = checked.reasons.isna().to_numpy()
         return ok, _array(
             [
-                json.loads(v) if good and isinstance(v, str) else None
+                json_value(v) if good and isinstance(v, str) else None
                 for v, good in zip(checked.values, ok, strict=True)
             ]
         )

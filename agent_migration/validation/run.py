@@ -3,8 +3,9 @@
 For each source table and every source row: a row that loads is in the target under the same key and
 holds, column by column, what the exact rules make of the source row; a rejected row is in
 `migration.rejected_rows` with the source row as stored in its payload; no target row or reject lacks
-its source row. `users` is exactly the set of valid usernames the source references; the listings keep
-their check. Source rows are read chunk by chunk in rowid order; the target in one read-only snapshot.
+its source row. The tables no source table maps to (`derived.py`): `users` is exactly the set of valid
+usernames the source references, `marketplace_listings` what the rules make of the agents, `battles` empty,
+and no reject names a table the source does not have. Source rows are read chunk by chunk in rowid order; the target in one read-only snapshot.
 
 `validate(source, target)` compares everything; `sample=N` compares N random source rows per table
 (the check every `migrate` runs). Either returns a `Report`; nothing is written anywhere.
@@ -25,13 +26,13 @@ import pandas as pd
 
 from agent_migration.core.cleaning import SOURCE_ROWID
 from agent_migration.core.errors import MigrationError
-from agent_migration.core.tables import MARKETPLACE_LISTINGS, SOURCE_TABLES, USERS, Table
+from agent_migration.core.tables import AGENTS, SOURCE_TABLES, Table
 from agent_migration.core.text import text_table
-from agent_migration.postgres import audit, cutover, history
+from agent_migration.postgres import cutover, history
 from agent_migration.postgres.connection import TargetDatabase
 from agent_migration.source import sqlite_read
 from agent_migration.source.database import SourceDatabase
-from agent_migration.validation import compare, expected, target_read
+from agent_migration.validation import compare, derived, expected, target_read
 from agent_migration.validation.compare import Difference, Tally
 
 PARENTS = {parent.name for t in SOURCE_TABLES for _, parent in t.parent_refs}
@@ -145,17 +146,19 @@ def validate(
             log(note)
         parents: dict[str, np.ndarray] = {}
         reports = []
+        listed: list[pd.DataFrame] = []  # the listings the rules make of the agents, chunk by chunk
         with source.connect(snapshot) as sconn:
             for table in SOURCE_TABLES:
                 if sample is None:
-                    tally = full_table(snapshot, sconn, conn, cur, table, parents, source.rows_per_chunk)
+                    found = listed if table is AGENTS else None
+                    tally = full_table(snapshot, sconn, conn, cur, table, parents, source.rows_per_chunk, found)
                 else:
                     tally = sample_table(sconn, cur, table, sample)
                 reports.append(TableReport.of(tally))
                 log(f"validate: {table.name}: {tally.compared:,} source rows compared")
             if sample is None:
-                reports.append(TableReport.of(users(sconn, cur)))
-                reports.append(TableReport.of(listings(cur)))
+                for tally in derived.tallies(sconn, conn, cur, listed):
+                    reports.append(TableReport.of(tally))
     mode = "full" if sample is None else f"sample of {sample:,} rows per table"
     return Report(snapshot, run_id, mode, notes, tuple(reports), time.monotonic() - started)
 
@@ -197,9 +200,17 @@ def _sorted(parts: list[np.ndarray], dtype) -> np.ndarray:
 
 
 def full_table(
-    snapshot: str, sconn: sqlite3.Connection, conn, cur, table: Table, parents: dict, chunk_rows: int
+    snapshot: str,
+    sconn: sqlite3.Connection,
+    conn,
+    cur,
+    table: Table,
+    parents: dict,
+    chunk_rows: int,
+    listed: list | None = None,
 ) -> Tally:
-    """Every source row of `table`, chunk by chunk in rowid order, then the target's rows without one.
+    """Every source row of `table`, chunk by chunk in rowid order, then the target's rows without one;
+    `listed` (the agents) gets each chunk's listings by the rules (`derived.for_sale`).
 
     Pipelined: while PostgreSQL answers for one chunk (in a thread: the server works, the GIL is free),
     the next chunk goes through the exact rules."""
@@ -216,6 +227,8 @@ def full_table(
         pending = None
         for raw in source_chunks(snapshot, table, chunk_size(table, chunk_rows)):
             exp = expected.expect(table, raw, facts, _loaded_parents(table, parents))
+            if listed is not None:
+                listed.append(derived.for_sale(exp.loaded))
             loaded_keys = exp.loaded[expected.KEY].tolist()
             got = pg.submit(target_read.read_rows, cur, table, loaded_keys)
             if pending is not None:
@@ -265,51 +278,4 @@ def sample_table(sconn: sqlite3.Connection, cur, table: Table, n: int) -> Tally:
     rowids = raw[SOURCE_ROWID].astype("int64").tolist()
     rejects = compare.Rejects(table, [target_read.rejects_of(cur, table, rowids)], tally)
     rejects.upto(max(rowids), exp.rejected)
-    return tally
-
-
-def users(sconn: sqlite3.Connection, cur) -> Tally:
-    """`users` is exactly the set of valid usernames the source references."""
-    tally = Tally(USERS.name)
-    want = expected.referenced_users(sconn, SOURCE_TABLES)
-    have = target_read.usernames(cur)
-    held = set(have)
-    tally.compared = len(want)
-    for name in sorted(want - held):
-        tally.missing += 1
-        tally.note(
-            Difference(
-                USERS.name, f"username={compare.show(name)}", "missing", source="the source references it"
-            )
-        )
-    for name in sorted(held - want):
-        tally.extra += 1
-        tally.note(
-            Difference(
-                USERS.name, f"username={compare.show(name)}", "extra", target="no source row references it"
-            )
-        )
-    tally.extra += len(have) - len(held)  # a username twice (the UNIQUE constraint forbids it)
-    tally.matched = len(want & held)
-    return tally
-
-
-def listings(cur) -> Tally:
-    """`marketplace_listings` by the rules of its check (`audit.listing_mismatches`)."""
-    tally = Tally(MARKETPLACE_LISTINGS.name)
-    found = audit.listing_mismatches(cur)
-    tally.compared = audit.scalar(
-        cur, "SELECT count(*) FROM agents WHERE for_sale IS TRUE AND price IS NOT NULL"
-    )
-    tally.missing = found["for_sale_without_one_listing"]
-    tally.extra = found["active_but_not_for_sale"]
-    tally.matched = tally.compared - tally.missing
-    for kind, count in (("missing", tally.missing), ("extra", tally.extra)):
-        if count:
-            what = (
-                "agents for sale without one active listing"
-                if kind == "missing"
-                else "active listings of agents not for sale"
-            )
-            tally.note(Difference(MARKETPLACE_LISTINGS.name, f"{count} rows", kind, source=what, target=what))
     return tally

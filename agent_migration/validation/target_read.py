@@ -9,7 +9,6 @@ microseconds since the epoch, DECIMAL as integer cents, JSONB as its text (parse
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,10 +18,11 @@ from psycopg2 import sql
 from psycopg2.extensions import ISOLATION_LEVEL_REPEATABLE_READ
 
 from agent_migration.core.rules import Money, Username
-from agent_migration.core.tables import USERS, Col, Table
+from agent_migration.core.tables import BATTLES, MARKETPLACE_LISTINGS, USERS, Col, Table
 from agent_migration.postgres.connection import TargetDatabase
 from agent_migration.postgres.merge import target as qualified
 from agent_migration.validation.expected import KEY
+from agent_migration.validation.plain import json_value
 
 STREAM_ROWS = 50_000  # keys fetched at a time
 REJECT_ROWS = 10_000  # rejects (with their payloads) fetched at a time
@@ -99,7 +99,7 @@ def _frame(table: Table, rows: list[tuple]) -> pd.DataFrame:
     for col in table.migrated:
         if col.pg_type == "JSONB":
             frame[col.name] = pd.Series(
-                [None if v is None else json.loads(v) for v in frame[col.name]], dtype=object
+                [json_value(v) for v in frame[col.name]], dtype=object
             )
     return frame
 
@@ -115,12 +115,12 @@ def stream_keys(conn, table: Table) -> Iterator[list]:
 
 
 REJECTS = sql.SQL(
-    "SELECT source_rowid, source_key, payload::text FROM migration.rejected_rows WHERE source_table = %s"
+    "SELECT source_rowid, source_key, payload::text, reason FROM migration.rejected_rows WHERE source_table = %s"
 )
 
 
 def stream_rejects(conn, table: Table) -> Iterator[list[tuple]]:
-    """The table's rejects (source rowid, source key, payload text) in source rowid order (NULL last)."""
+    """The table's rejects (source rowid, source key, payload text, reason) in source rowid order (NULL last)."""
     query = sql.SQL("{} ORDER BY source_rowid NULLS LAST, source_key").format(REJECTS)
     yield from _stream(conn, f"rejects_{table.name}", query, (table.source,), REJECT_ROWS)
 
@@ -151,3 +151,31 @@ def _stream(
         cur.execute(query, params)
         while batch := cur.fetchmany(rows):
             yield batch
+
+
+def stray_rejects(cur, source_tables: list[str]) -> list[tuple]:
+    """Rejects naming no source table of the plan (source table, source key, source rowid)."""
+    cur.execute(
+        "SELECT source_table, source_key, source_rowid FROM migration.rejected_rows "
+        "WHERE NOT (source_table = ANY(%s)) ORDER BY 1, 3, 2",
+        (source_tables,),
+    )
+    return cur.fetchall()
+
+
+def battle_ids(conn) -> Iterator[list[int]]:
+    """Every battle's id, in id order, `STREAM_ROWS` at a time."""
+    query = sql.SQL("SELECT id FROM {} ORDER BY id").format(qualified(BATTLES))
+    for rows in _stream(conn, "battles", query):
+        yield [r[0] for r in rows]
+
+
+def listings(cur) -> pd.DataFrame:
+    """Every listing: id, agent_id, seller (the seller's username), price, status."""
+    cur.execute(
+        sql.SQL(
+            "SELECT l.id, l.agent_id, u.username, l.price, l.status FROM {l} l "
+            "LEFT JOIN {u} u ON u.id = l.seller_id ORDER BY l.id"
+        ).format(l=qualified(MARKETPLACE_LISTINGS), u=qualified(USERS))
+    )
+    return pd.DataFrame(cur.fetchall(), columns=["id", "agent_id", "seller_id", "price", "status"], dtype=object)

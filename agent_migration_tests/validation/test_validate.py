@@ -17,7 +17,7 @@ from agent_migration.core.cleaning import SOURCE_ROWID, key_facts_of
 from agent_migration.core.errors import MigrationError
 from agent_migration.core.rules import Boolean, Json, Money, Text, Timestamp, Username
 from agent_migration.core.tables import SOURCE_TABLES
-from agent_migration.core.values import SURROGATES
+from agent_migration.core.values import SURROGATES, show
 from agent_migration.metadata import CUTOVER_TAG
 from agent_migration.ops.validate import validate_job
 from agent_migration.resources import PostgresTarget, SqliteSource
@@ -159,6 +159,83 @@ def test_planted_differences_fail_the_job_and_each_is_named(migrated):
     )
 
 
+def _plant_beyond_loaded_rows(url: str) -> dict[str, str]:
+    """One difference of each kind outside the loaded rows; what each is, with the line validate must give."""
+    rejects = query(
+        url,
+        "SELECT source_table, source_key, source_rowid FROM migration.rejected_rows "
+        "WHERE source_rowid IS NOT NULL AND source_key IS NOT NULL ORDER BY source_table, source_rowid LIMIT 3",
+    )
+    assert len(rejects) == 3, "the messy sample has rejects"
+    (agent,) = query(url, "SELECT min(id) FROM agents WHERE rare_trait IS NULL")[0]
+    (listing, price) = query(
+        url, "SELECT id, price FROM marketplace_listings WHERE status = 'active' ORDER BY id LIMIT 1"
+    )[0]
+    (a, b) = query(url, "SELECT min(id), max(id) FROM agents")[0]
+    name = {t.source: t.name for t in SOURCE_TABLES}
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        where = "source_table = %s AND source_rowid = %s"
+        cur.execute(
+            f"UPDATE migration.rejected_rows SET payload = (payload::jsonb || '{{\"planted\": 1}}')::json WHERE {where}",
+            (rejects[0][0], rejects[0][2]),
+        )
+        cur.execute(f"UPDATE migration.rejected_rows SET reason = 'planted reason' WHERE {where}", rejects[1][::2])
+        cur.execute(f"DELETE FROM migration.rejected_rows WHERE {where}", rejects[2][::2])
+        cur.execute(
+            "INSERT INTO migration.rejected_rows (source_table, source_key, reason, payload, source_rowid) "
+            "VALUES ('payments', 'planted', 'planted', '{}', 987654321), ('nowhere', 'k', 'planted', '{}', 1)"
+        )
+        cur.execute("INSERT INTO users (username) VALUES ('planted_user')")
+        cur.execute("UPDATE marketplace_listings SET price = price + 1 WHERE id = %s", (listing,))
+        cur.execute("INSERT INTO battles (id, agent_a_id, agent_b_id) VALUES (424242, %s, %s)", (a, b))
+        cur.execute("UPDATE agents SET rare_trait = 'null'::jsonb WHERE id = %s", (agent,))
+    return {
+        "payload": f"{name[rejects[0][0]]} rejected source_key={show(rejects[0][1])} payload:",
+        "reason": f"{name[rejects[1][0]]} rejected source_key={show(rejects[1][1])} reason: source ",
+        "missing reject": f"{name[rejects[2][0]]} rejected source_key={show(rejects[2][1])}: missing in PostgreSQL",
+        "extra reject": "payments rejected source_key='planted' (rowid 987654321): extra in PostgreSQL",
+        "reject of no source table": "rejected_rows source_table='nowhere' source_key='k' (rowid 1): extra",
+        "extra user": "users username='planted_user': extra in PostgreSQL",
+        "listing price": f"marketplace_listings id={listing} price: source {price}, target {price + 1}",
+        "extra battle": "battles id=424242: extra in PostgreSQL",
+        "JSON null": f"agents id={agent} rare_trait: source None, target JSON null",
+    }
+
+
+def test_every_table_is_proven_and_each_planted_difference_named_on_its_line(migrated):
+    """Rejects (payload, reason, missing, extra, of no source table), users, listings (from the agents, not
+    with the check's SQL), battles and JSON null apart from SQL NULL: each planted difference on its line."""
+    planted = _plant_beyond_loaded_rows(migrated["url"])
+    report = check(migrated["source"], migrated["url"], migrated["tmp"])
+    lines = report.lines()
+    for what, start in planted.items():
+        assert sum(line.startswith(start) for line in lines) == 1, (what, lines)
+    assert len(lines) == len(planted), lines
+    failing = set(report.failing)
+    assert {"users", "marketplace_listings", "battles", "rejected_rows"} <= failing
+
+
+def test_a_removed_user_and_a_listing_of_an_agent_not_for_sale_are_named(migrated):
+    url = migrated["url"]
+    (seller,) = query(url, "SELECT min(seller_id) FROM marketplace_listings")[0]
+    (user,) = query(
+        url,
+        "SELECT u.username FROM users u WHERE u.id NOT IN (SELECT owner_id FROM agents WHERE owner_id IS NOT NULL) "
+        "AND u.id NOT IN (SELECT user_id FROM user_balance) AND u.id NOT IN (SELECT user_id FROM payments "
+        "WHERE user_id IS NOT NULL) ORDER BY 1 LIMIT 1",
+    )[0]
+    (agent,) = query(url, "SELECT min(id) FROM agents WHERE NOT for_sale OR price IS NULL")[0]
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM users WHERE username = %s", (user,))
+        cur.execute(
+            "INSERT INTO marketplace_listings (id, agent_id, seller_id, price, status) VALUES (777777, %s, %s, 5, 'active')",
+            (agent, seller),
+        )
+    lines = check(migrated["source"], url, migrated["tmp"]).lines()
+    assert f"users username={show(user)}: missing in PostgreSQL (the source references it)" in lines
+    assert any(line.startswith("marketplace_listings id=777777: extra in PostgreSQL") for line in lines), lines
+
+
 def test_the_validate_job_passes_records_its_report_and_writes_nothing(migrated):
     before = query(migrated["url"], "SELECT count(*), max(finished_at) FROM migration.runs")
     result, logs = run_job(migrated["source"], migrated["url"], migrated["tmp"])
@@ -167,7 +244,7 @@ def test_the_validate_job_passes_records_its_report_and_writes_nothing(migrated)
     assert materialization.asset_key == dg.AssetKey("validation_report")
     assert materialization.metadata["passed"].value is True
     evaluations = result.get_asset_check_evaluations()
-    assert len(evaluations) == len(SOURCE_TABLES) + 2 and all(e.passed for e in evaluations)
+    assert len(evaluations) == len(SOURCE_TABLES) + 4 and all(e.passed for e in evaluations)
     assert any("every row matches" in m for m in logs)
     assert query(migrated["url"], "SELECT count(*), max(finished_at) FROM migration.runs") == before
 
