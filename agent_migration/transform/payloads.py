@@ -2,8 +2,11 @@
 
 The rows the fast path rejects hold only integers, finite... and valid text without NUL (see
 `sqlite_read.typical`), so their JSON is their values as SQLite stored them: integers as digits, text
-quoted with `\\` and `"` escaped. A row holding a control character or a REAL is written by `json`
-itself, like the exact path's payloads (`cleaning.payload`).
+quoted and escaped exactly as `json.dumps(..., ensure_ascii=False)` escapes it (`"`, `\\` and the
+control characters; emoji and other non-ASCII text as they are). Quotes and backslashes are escaped in
+Arrow; the few values with a control character (a multi-line message) by `str.translate` with `json`'s
+own escapes. A row holding a NUL or a REAL is written by `json` itself, like the exact path's payloads
+(`cleaning.payload`).
 """
 
 from __future__ import annotations
@@ -28,8 +31,20 @@ def concat(*parts) -> pa.Array:
     return pc.binary_join_element_wise(*as_text, pa.scalar("", pa.large_string()))
 
 
+# `json.dumps(text, ensure_ascii=False)`'s escapes (json.encoder.ESCAPE_DCT): the short forms, else \u00XX.
+_ESCAPES = str.maketrans(
+    {chr(i): f"\\u{i:04x}" for i in range(0x20)}
+    | {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f", '"': '\\"', "\\": "\\\\"}
+)
+
+
+def json_text(text: str) -> str:
+    """`text` as a JSON string, byte for byte as `json.dumps(text, ensure_ascii=False)` writes it."""
+    return '"' + text.translate(_ESCAPES) + '"'
+
+
 def _json_value(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """(JSON text per value, rows that need `json` itself)."""
+    """(JSON text per value, rows that need `json` itself: a NUL, which `json_safe` writes apart)."""
     n = len(column)
     if pa.types.is_integer(column.type):
         return pc.fill_null(column.cast(pa.large_string()), "null"), np.zeros(n, dtype=bool)
@@ -37,11 +52,21 @@ def _json_value(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
         return pa.nulls(n, pa.large_string()), np.ones(n, dtype=bool)
     # One scan finds the values that need escaping; escaping every value costs seven times more.
     special = pc.fill_null(pc.match_substring_regex(column, _SPECIAL), False).to_numpy(zero_copy_only=False)
-    if special.sum() * 5 < n:  # few: `json` writes those rows
-        return pc.fill_null(concat('"', column, '"'), "null"), special
-    escaped = pc.replace_substring(pc.replace_substring(column, "\\", "\\\\"), '"', '\\"')
-    slow = pc.fill_null(pc.match_substring_regex(column, _CONTROL), False).to_numpy(zero_copy_only=False)
-    return pc.fill_null(concat('"', escaped, '"'), "null"), slow
+    quoted = concat('"', column, '"')
+    if not special.any():
+        return pc.fill_null(quoted, "null"), special
+    control = pc.fill_null(pc.match_substring_regex(column, _CONTROL), False).to_numpy(zero_copy_only=False)
+    nul = pc.fill_null(pc.match_substring(column, "\x00"), False).to_numpy(zero_copy_only=False)
+    by_translate = special if special.sum() * 5 < n else control  # few: each by `str.translate`
+    if by_translate is control:  # many quotes or backslashes: those two escaped in Arrow
+        escaped = pc.replace_substring(pc.replace_substring(column, "\\", "\\\\"), '"', '\\"')
+        quoted = concat('"', escaped, '"')
+    todo = by_translate & ~nul
+    if todo.any():
+        texts = pc.take(column, pa.array(np.flatnonzero(todo))).to_pylist()
+        fixed = pa.array([json_text(v) for v in texts], pa.large_string())
+        quoted = pc.replace_with_mask(quoted, pa.array(todo), fixed)
+    return pc.fill_null(quoted, "null"), nul
 
 
 def typed_payloads(rows: pa.Table, columns: list[str]) -> pa.Array:
