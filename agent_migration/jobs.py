@@ -2,11 +2,12 @@
 (the last one), `resync`; and the op jobs beside them, `preflight`, `rollback_export` and `validate` (in
 `ops/`)."""
 
-import os
 
 import dagster as dg
+from dagster._utils.schedules import is_valid_cron_string  # (no public form in 1.13)
 
 from agent_migration import runlog
+from agent_migration.core.settings import RESYNC_CRON, SettingError, resolve
 from agent_migration.metadata import CUTOVER_TAG
 from agent_migration.postgres import cutover as cutover_record
 from agent_migration.resources import PostgresTarget
@@ -35,10 +36,18 @@ cutover = dg.define_asset_job(
     "from then on migrate and the resync schedule refuse to write.",
 )
 
+def resync_cron() -> str:
+    """RESYNC_CRON, checked now (the code location loads it): a bad one fails naming it and its origin."""
+    cron = resolve(RESYNC_CRON, None)
+    if not is_valid_cron_string(cron.value):
+        raise SettingError(f"{cron.name} must be {RESYNC_CRON.rule}, not {cron.value!r} ({cron.where}).")
+    return cron.value
+
+
 @dg.schedule(
     name="resync",
     job=migrate,
-    cron_schedule=os.environ.get("RESYNC_CRON", "*/30 * * * *"),
+    cron_schedule=resync_cron(),
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="Re-sync PostgreSQL from the live SQLite source until cutover (off until turned on).",
 )

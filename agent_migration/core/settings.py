@@ -45,6 +45,8 @@ class Setting:
             return f"from env {self.name}"
         if self.origin == "run config":
             return f"from the resource config {self.field}"
+        if not self.field:  # read when the code location loads: no run config
+            return f"the default; set env {self.name}"
         return f"the default; set env {self.name} or the resource config {self.field}"
 
     def __str__(self) -> str:
@@ -147,3 +149,6 @@ LOG_LEVEL = Env(
     f"one of {', '.join(LEVELS)}",
     lambda v: str(v).strip().upper() in LEVELS,
 )
+# The `resync` schedule's cron, read when the code location loads (a schedule's cron is part of its
+# definition): no resource field. jobs.py checks it is a cron expression Dagster takes.
+RESYNC_CRON = Env("RESYNC_CRON", "", "*/30 * * * *", str, "a cron expression of five fields, e.g. '*/30 * * * *'")

@@ -1,6 +1,7 @@
 """The code location loads, and every asset carries what the UI needs (description, group, kinds, owner)."""
 
 import dagster as dg
+import pytest
 
 from agent_migration import defs
 from agent_migration.core.tables import SOURCE_TABLES, TARGET_TABLES
@@ -88,3 +89,14 @@ def test_the_graph_reads_extract_transform_load_verify_with_no_edge_backwards():
     # Each table's lineage is only what it is made of (no other table's cleaning, no extract step).
     chat = {p.to_user_string() for p in graph.get(dg.AssetKey("chat_messages")).parent_keys}
     assert chat == {"clean_chat_messages", "derived_users", "target_schema"}
+
+
+def test_a_bad_resync_cron_names_the_variable_when_the_code_location_loads(monkeypatch):
+    from agent_migration import jobs
+    from agent_migration.core.settings import SettingError
+
+    monkeypatch.setenv("RESYNC_CRON", "61 * * * *")
+    with pytest.raises(SettingError, match=r"^RESYNC_CRON must be .* not '61 \* \* \* \*' \(from env RESYNC_CRON\)\.$"):
+        jobs.resync_cron()
+    monkeypatch.delenv("RESYNC_CRON")
+    assert jobs.resync_cron() == "*/30 * * * *"
