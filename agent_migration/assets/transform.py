@@ -81,10 +81,12 @@ def clean_asset(table: Table) -> dg.AssetsDefinition:
             parent_keys = user_lib.parent_keys(table, parents, lambda parent: pg_users.held_keys(target, parent))
             ctx = CleaningInputs(derived_users, parent_keys, raw.facts)
             run_dir, full_run = source_snapshot.run_dir, raw.delta is None and source_snapshot.changes is None
-            with staging.stage_while_cleaning(target, table, loaded_path(run_dir, table), full_run) as stager:
+            with (
+                staging.stage_while_cleaning(target, table, loaded_path(run_dir, table), full_run) as stager,
+                sqlite_read.chunk_reader(source, raw.snapshot, table) as reader,
+            ):
                 sink = stager.write if stager else None
-                with sqlite_read.chunk_reader(source, raw.snapshot, table) as reader:
-                    done = clean_source(reader, raw, table, ctx, run_dir, is_parent, context.log.info, sink=sink)
+                done = clean_source(reader, raw, table, ctx, run_dir, is_parent, context.log.info, sink=sink)
         if stager:
             context.log.info(staging.outcome(stager))
         context.log.info(

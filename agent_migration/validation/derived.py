@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import numpy as np
 import pandas as pd
 
 from agent_migration.core.tables import BATTLES, MARKETPLACE_LISTINGS, SOURCE_TABLES, USERS
@@ -92,13 +93,13 @@ def listings(cur, listed: list[pd.DataFrame]) -> Tally:
     for row in merged[merged["_merge"] == "right_only"].itertuples():
         _extra(tally, f"id={row.id}", f"active, but agent {row.agent_id} is not for sale")
     both = merged[merged["_merge"] == "both"]
-    differs = pd.Series(False, index=both.index)
+    differs = np.zeros(len(both), dtype=bool)
     for col in COMPARED:
-        bad = both[col].to_numpy(dtype=object) != both[f"{col}@target"].to_numpy(dtype=object)
+        rules, held = both[col].to_numpy(dtype=object), both[f"{col}@target"].to_numpy(dtype=object)
+        bad = np.asarray(rules != held, dtype=bool)
         differs |= bad
-        for row in both[bad].itertuples():
-            key = f"id={row.id}"
-            tally.note(Difference(tally.table, key, "differs", col, getattr(row, col), both.at[row.Index, f"{col}@target"]))
+        for listing, x, y in zip(both["id"].to_numpy()[bad], rules[bad], held[bad], strict=True):
+            tally.note(Difference(tally.table, f"id={listing}", "differs", col, x, y))
     tally.differing = int(differs.sum())
     tally.matched = len(both) - tally.differing
     return tally
