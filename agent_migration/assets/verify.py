@@ -16,7 +16,7 @@ from agent_migration.core.tables import MARKETPLACE_LISTINGS, SOURCE_TABLES, TAR
 from agent_migration.metadata import CUTOVER_TAG, OWNERS, REJECTED_ROWS, log_report, markdown_table
 from agent_migration.postgres import audit, cutover
 from agent_migration.resources import PostgresTarget, SqliteSource
-from agent_migration.validation import run as validation
+from agent_migration.validation import since
 
 WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
 
@@ -186,16 +186,16 @@ def failing_audits(cur, stats) -> list[str]:
 
 
 def _prove_every_row(context: dg.AssetExecutionContext, source: SqliteSource, target: PostgresTarget) -> str:
-    """No cutover unless every row is proven: the full `validate` of the target against the snapshot this
-    run just published (every source row, not only the re-synced ones). Returns its summary."""
-    context.log.info(
-        f"cutover: validating every row of the target against the snapshot run {context.run_id[:8]} published"
-    )
-    report = validation.validate(source, target, log=context.log.info)
+    """No cutover unless every row is proven against the snapshot this run just published: in full where
+    anything changed since the last validate's ledger, by the ledger elsewhere (`validation/since.py`);
+    without a usable ledger, the full validate. Returns what it proved."""
+    report = since.prove(source, target, log=context.log.info)
     log_report(context.log, report)
     if not report.ok:
         raise dg.Failure(description=f"cutover refused: {report.failure()}", allow_retries=False)
-    return f"full validate before cutover: every row matches ({sum(t.compared for t in report.tables):,} compared)"
+    return report.notes[0] if report.notes else (
+        f"full validate before cutover: every row matches ({sum(t.compared for t in report.tables):,} compared)"
+    )
 
 
 def _log_summary(context: dg.AssetExecutionContext, target: PostgresTarget, rows, counts, changes) -> None:

@@ -9,13 +9,16 @@ the same server: the embedded PostgreSQL started in the workdir (Unix socket), o
 
 1. `migrate`: `dagster job execute -m agent_migration -j migrate`, exactly as a user runs it headless
    (Dagster start-up, snapshot, validation, user remap, COPY + merge, index build and every check).
-1b. `validate`: `dagster job execute -m agent_migration -j validate` right after it: every row of the
-   target compared, value by value, with the snapshot the full migrate published (it writes nothing).
 2. `resync_nochange`: the same command again, nothing changed in the source.
 3. `resync_1pct`: the same command after changing about 1 % of the source rows in place (outside the
    timing): 0.5 % of each table updated, 0.25 % deleted (with the deleted agents' chat messages, as the
    app's ON DELETE CASCADE would) and 0.25 % inserted as copies under new keys (new chat messages point
    at existing agents, new balances at new usernames).
+3b. `validate`: `dagster job execute -m agent_migration -j validate`: every row of the target compared,
+   value by value, with the snapshot the 1 % re-sync published; it records its ledger.
+3c. `cutover`: `dagster job execute -m agent_migration -j cutover` after changing about 1 % more of the
+   source (the same way, outside the timing): the final re-sync, every check, the proof of every row
+   (in full only the rows changed since validate) and the cutover record, as the runbook does it.
 4. `pgloader` (if installed: Debian package `pgloader`; else skipped with a line saying so) on the same
    source into a second database, with `LOAD_FILE`. It reaches the embedded server (Unix socket only)
    with pgloader's socket URL form `postgresql://postgres@unix:/socket/dir:5432/bench_pgloader`. CAST

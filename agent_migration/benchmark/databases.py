@@ -66,8 +66,9 @@ def count_rows(path: Path) -> dict[str, int]:
         return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in COLUMNS}
 
 
-def change_one_percent(path: Path) -> int:
-    """Update ~0.5 %, delete ~0.25 % and insert ~0.25 % of each table's rows; returns the rows changed."""
+def change_one_percent(path: Path, tag: str = "bench_") -> int:
+    """Update ~0.5 %, delete ~0.25 % and insert ~0.25 % of each table's rows; returns the rows changed.
+    `tag` prefixes the new user_balance keys (another tag for a second change: the keys stay unique)."""
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute("BEGIN")
         for table, assignment in UPDATES.items():
@@ -75,7 +76,7 @@ def change_one_percent(path: Path) -> int:
         conn.execute("DELETE FROM chat_messages WHERE agent_id % 400 = 1")  # the deleted agents' messages
         for table, columns in COLUMNS.items():
             conn.execute(f"DELETE FROM {table} WHERE rowid % 400 = 1")
-            key = "'bench_' || user_id" if table == "user_balance" else f"id + (SELECT max(id) FROM {table})"
+            key = f"'{tag}' || user_id" if table == "user_balance" else f"id + (SELECT max(id) FROM {table})"
             rest = ", ".join(f'"{c}"' for c in columns if c != KEYS[table])
             conn.execute(f"INSERT INTO {table} SELECT {key}, {rest} FROM {table} WHERE rowid % 400 = 2")
         changed = conn.total_changes

@@ -23,6 +23,7 @@ PHASES = (
     "publish: copy ∥ indexes (parallel)",
     "publish: rest (swap, merge, record)",
     "checks",
+    "final report (a cutover's proof)",
 )
 
 
@@ -37,6 +38,8 @@ def _phase(step_key: str) -> str:
         return "budget and schema"
     if step_key == "publish":
         return "publish"
+    if step_key == "migration_report":
+        return "final report (a cutover's proof)"
     return "checks"  # the checks' steps and migration_report
 
 

@@ -74,6 +74,7 @@ def summarize(bench: Bench, runs: list[dict], source: dict, context: dict, phase
         **context,
         "source": {**source, "total_rows": sum(source["rows"].values())},
         "resync_1pct_changed_rows": bench.changed,
+        "cutover_changed_rows": bench.changed_before_cutover,
         "repeat": len(runs),
         "pgloader": bench.status("pgloader"),
         "steps": steps,
@@ -120,7 +121,8 @@ def notes(report: dict) -> str:
     if src.get("reject_heavy_s") is not None:
         text += f", its reject-heavy copy in {src['reject_heavy_s']:.2f} s"
     text += (
-        f" (in no ratio). The 1 % re-sync follows {report['resync_1pct_changed_rows']:,} changed source rows."
+        f" (in no ratio). The 1 % re-sync follows {report['resync_1pct_changed_rows']:,} changed source rows"
+        f"; the cutover, {report.get('cutover_changed_rows', 0):,} changed after validate."
     )
     if heavy := report["reject_heavy"]:
         text += (

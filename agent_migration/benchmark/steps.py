@@ -27,6 +27,7 @@ STEPS = {
     "validate": "validate (full job)",
     "resync_nochange": "re-sync, no change",
     "resync_1pct": "re-sync, 1 % changed",
+    "cutover": "cutover, 1 % changed since validate",
     "pgloader": "pgloader",
     "copy_limit": "CSV + COPY limit",
     "arrow_limit": "Arrow-native copy limit",
@@ -37,7 +38,7 @@ NOT_FATAL = ("pgloader", "migrate_rejects")  # a failure is reported; the other 
 REJECTS_ENV = {"MIGRATION_MAX_REJECT_SHARE": "1"}  # the reject-heavy run: no share of rejects stops it
 
 Results = dict[str, tuple[Measurement, int]]  # step -> (measurement, source rows)
-JOBS = ("migrate", "resync_nochange", "resync_1pct", "migrate_rejects")  # Dagster runs: phases from their records
+JOBS = ("migrate", "resync_nochange", "resync_1pct", "cutover", "migrate_rejects")  # Dagster runs: phases from their records
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Bench:
     skipped: dict[str, str]  # step -> why it does not run
     failed: dict[str, str] = field(default_factory=dict)  # step (not fatal) -> "failed (exit N; see LOG)"
     changed: int = 0  # source rows changed before the 1 % re-sync
+    changed_before_cutover: int = 0  # source rows changed between validate and cutover
 
     @property
     def pristine(self) -> Path:
@@ -137,12 +139,16 @@ def run_once(bench: Bench, rep: int) -> Results:
 
     rows = sum(count_rows(source).values())
     run.step("migrate", migrate, rows, workdir)
-    # Every row of the full load proven against its snapshot (it writes nothing: the re-syncs see the same target).
-    run.step("validate", lambda log: measure(dagster_job("validate"), log, cwd=workdir, env=env), rows)
     run.step("resync_nochange", migrate, rows, workdir)
     bench.changed = change_one_percent(source)
     rows = sum(count_rows(source).values())
     run.step("resync_1pct", migrate, rows, workdir)
+    # The runbook: validate while the app writes (every row proven; its ledger recorded), ~1 % more changes,
+    # then the cutover: the final re-sync, and the proof of the rows changed since validate.
+    run.step("validate", lambda log: measure(dagster_job("validate"), log, cwd=workdir, env=env), rows)
+    bench.changed_before_cutover = change_one_percent(source, tag="cut_")
+    rows = sum(count_rows(source).values())
+    run.step("cutover", lambda log: measure(dagster_job("cutover"), log, cwd=workdir, env=env), rows, workdir)
     run.step("pgloader", lambda log: run_pgloader(workdir, source, urls["pgloader"], log), rows)
     copy, server_side = urls["copy"], bench.server_side
     run.step("copy_limit", lambda log: run_copy_limit(workdir, source, copy, server_side, log), rows)

@@ -36,12 +36,14 @@ validation_report = dg.AssetSpec(
 
 @dg.op(
     description="Compare PostgreSQL with the source snapshot it was last published from, value by value; "
-    "writes nothing to the target; fails when any row differs.",
+    "when every row matches, records its ledger (migration.validate_ledger, migration.ledger_*: a digest per "
+    "stored row) so that a cutover proves only the rows changed since; never writes a migrated table; fails "
+    "when any row differs.",
     out={},
 )
 def validate_target(context: dg.OpExecutionContext, source: SqliteSource, target: PostgresTarget):
     with expected_failures():
-        report = validate(source, target, log=context.log.info)
+        report = validate(source, target, log=context.log.info, record=context.run_id)
     log_report(context.log, report)
     # Yielded, not `context.log_event`-ed: events logged so are dropped when the op then fails.
     yield dg.AssetMaterialization(asset_key=REPORT, metadata=report_metadata(report))
@@ -62,5 +64,6 @@ validate_job = dg.GraphDefinition(
     node_defs=[validate_target],
     description="Prove PostgreSQL against the source snapshot it was last published from, every row, value by "
     "value through the exact rules (loaded rows, rejects and their payloads, no strays, users, listings). Writes "
-    "nothing to the target; fails, listing each difference, when anything differs.",
+    "only its ledger (a cutover then proves only what changed since); fails, listing each difference, when "
+    "anything differs.",
 ).to_job(config=runlog.LOG_CONFIG, logger_defs={"console": runlog.console})

@@ -18,6 +18,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from agent_migration.postgres import cutover, history
 from agent_migration.postgres.connection import TargetDatabase
 from agent_migration.source import sqlite_read
 from agent_migration.source.database import SourceDatabase
-from agent_migration.validation import compare, derived, expected, target_read
+from agent_migration.validation import compare, derived, expected, ledger, target_read
 from agent_migration.validation.compare import Difference, Tally
 
 PARENTS = {parent.name for t in SOURCE_TABLES for _, parent in t.parent_refs}
@@ -135,8 +136,10 @@ def validate(
     target: TargetDatabase,
     sample: int | None = None,
     log: Callable[[str], None] | None = None,
+    record: str | None = None,
 ) -> Report:
-    """Compare the target with its baseline snapshot: every row, or `sample` random rows per table."""
+    """Compare the target with its baseline snapshot: every row, or `sample` random rows per table.
+    `record` (a full validate's run id): when every row matches, record the ledger (`ledger.py`)."""
     started = time.monotonic()
     log = log or (lambda _msg: None)
     with target_read.read_only(target) as conn, conn.cursor() as cur:
@@ -144,23 +147,37 @@ def validate(
         notes = cutover_note(cur)
         for note in notes:
             log(note)
-        parents: dict[str, np.ndarray] = {}
-        reports = []
-        listed: list[pd.DataFrame] = []  # the listings the rules make of the agents, chunk by chunk
-        with source.connect(snapshot) as sconn:
-            for table in SOURCE_TABLES:
-                if sample is None:
-                    found = listed if table is AGENTS else None
-                    tally = full_table(snapshot, sconn, conn, cur, table, parents, source.rows_per_chunk, found)
-                else:
-                    tally = sample_table(sconn, cur, table, sample)
-                reports.append(TableReport.of(tally))
-                log(f"validate: {table.name}: {tally.compared:,} source rows compared")
+        with ExitStack() as stack:
+            writer = None
+            if record and sample is None and not notes:
+                writer = ledger.Writer(target, conn, record)
+                stack.callback(writer.close)
+            report = _compare(source, conn, cur, snapshot, sample, log)
+            report = Report(snapshot, run_id, report.mode, notes, report.tables, time.monotonic() - started)
+            if writer is not None and (said := writer.finish(report.ok, source, snapshot, run_id)):
+                log(said)
+    return report
+
+
+def _compare(source: SourceDatabase, conn, cur, snapshot: str, sample: int | None, log) -> Report:
+    """Every table compared (or a sample of each): a report without its header."""
+    parents: dict[str, np.ndarray] = {}
+    reports = []
+    listed: list[pd.DataFrame] = []  # the listings the rules make of the agents, chunk by chunk
+    with source.connect(snapshot) as sconn:
+        for table in SOURCE_TABLES:
             if sample is None:
-                for tally in derived.tallies(sconn, conn, cur, listed):
-                    reports.append(TableReport.of(tally))
+                found = listed if table is AGENTS else None
+                tally = full_table(snapshot, sconn, conn, cur, table, parents, source.rows_per_chunk, found)
+            else:
+                tally = sample_table(sconn, cur, table, sample)
+            reports.append(TableReport.of(tally))
+            log(f"validate: {table.name}: {tally.compared:,} source rows compared")
+        if sample is None:
+            for tally in derived.tallies(sconn, conn, cur, listed):
+                reports.append(TableReport.of(tally))
     mode = "full" if sample is None else f"sample of {sample:,} rows per table"
-    return Report(snapshot, run_id, mode, notes, tuple(reports), time.monotonic() - started)
+    return Report(snapshot, "", mode, (), tuple(reports), 0.0)
 
 
 def _loaded_parents(table: Table, parents: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

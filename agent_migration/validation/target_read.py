@@ -179,3 +179,51 @@ def listings(cur) -> pd.DataFrame:
         ).format(l=qualified(MARKETPLACE_LISTINGS), u=qualified(USERS))
     )
     return pd.DataFrame(cur.fetchall(), columns=["id", "agent_id", "seller_id", "price", "status"], dtype=object)
+
+
+def _pk(table: Table) -> sql.Identifier:
+    return sql.Identifier(next(c.name for c in table.columns if c.primary_key))
+
+
+def canonical_keys(cur, table: Table, pks: list) -> list:
+    """The canonical keys (a user's name for a username key) of the rows with these primary keys."""
+    if not pks:
+        return []
+    _, joins, key = _columns(table)
+    cur.execute(
+        sql.SQL("SELECT {k} FROM {t} t {j} WHERE t.{pk} = ANY(%s)").format(
+            k=key, t=qualified(table), j=sql.SQL(" ").join(joins), pk=_pk(table)
+        ),
+        (pks,),
+    )
+    return [r[0] for r in cur.fetchall()]
+
+
+def keys_naming_users(cur, table: Table, user_ids: list[int]) -> list:
+    """The canonical keys of the rows whose username columns hold one of these user ids."""
+    refs = [c for c in table.migrated if isinstance(c.rule, Username)]
+    if not refs or not user_ids:
+        return []
+    _, joins, key = _columns(table)
+    where = sql.SQL(" OR ").join(sql.SQL("t.{} = ANY(%(ids)s)").format(sql.Identifier(c.name)) for c in refs)
+    cur.execute(
+        sql.SQL("SELECT {k} FROM {t} t {j} WHERE {w}").format(
+            k=key, t=qualified(table), j=sql.SQL(" ").join(joins), w=where
+        ),
+        {"ids": user_ids},
+    )
+    return [r[0] for r in cur.fetchall()]
+
+
+def rows_of(conn, table: Table, names: list[str]) -> Iterator[pd.DataFrame]:
+    """Every row of the table, canonical (KEY and the migrated columns `names`), `STREAM_ROWS` at a time."""
+    exprs, joins, key = _columns(table)
+    picked = [(c.name, e) for c, e in zip(table.migrated, exprs, strict=True) if c.name in names]
+    query = sql.SQL("SELECT {k}, {e} FROM {t} t {j}").format(
+        k=key,
+        e=sql.SQL(", ").join(e for _, e in picked),
+        t=qualified(table),
+        j=sql.SQL(" ").join(joins),
+    )
+    for rows in _stream(conn, f"rows_{table.name}", query):
+        yield pd.DataFrame(rows, columns=[KEY, *(n for n, _ in picked)], dtype=object)

@@ -45,7 +45,7 @@ def check_report(report: dict, pgloader_skipped: bool) -> None:
         "peak_rss_sum_x_migrate",
     }
     assert report["reject_heavy"]["wall_x_migrate"] > 0
-    assert report["resync_1pct_changed_rows"] > 0
+    assert report["resync_1pct_changed_rows"] > 0 and report["cutover_changed_rows"] > 0
 
 
 @pytest.mark.benchmark
@@ -80,8 +80,8 @@ def test_benchmark_runs_every_step_of_each_scale_and_leaves_the_databases_right(
         assert done.stdout.count("reject-heavy / clean migrate = ") == 2
         assert str(report_path) in done.stdout
 
-        # Clean data: every source row, after the 1 % change and its re-sync, is in the migrate database,
-        # and the Arrow-native limit copied every row too.
+        # Clean data: every source row, after the 1 % changes, the re-sync and the cutover, is in the migrate
+        # database, the cutover is recorded, and the Arrow-native limit copied every row too.
         admin = embedded.ensure_database(workdir / "pgdata", "postgres")
         target, arrow = (database_url(admin, DATABASES[db]) for db in ("migrate", "arrow"))
         expected = source_counts(workdir / "db.sqlite")
@@ -89,7 +89,8 @@ def test_benchmark_runs_every_step_of_each_scale_and_leaves_the_databases_right(
             assert query(target, f"SELECT count(*) FROM {table}") == [(n,)], table
             assert query(arrow, f"SELECT count(*) FROM {table}") == [(n,)], table
         assert query(target, "SELECT count(*) FROM migration.rejected_rows") == [(0,)]
-        assert report["scales"]["small"]["steps"]["resync_1pct"]["rows"] == sum(expected.values())
+        assert report["scales"]["small"]["steps"]["cutover"]["rows"] == sum(expected.values())
+        assert query(target, "SELECT count(*) FROM migration.cutover") == [(1,)]
 
         # The reject-heavy run: every agent rejected, so no agent and no chat message in its database.
         rejects = database_url(admin, DATABASES["rejects"])
