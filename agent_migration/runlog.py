@@ -140,6 +140,16 @@ def check_metadata(instance: dg.DagsterInstance, run_id: str, check_name: str) -
     return found
 
 
+def check_results(instance: dg.DagsterInstance, run_id: str) -> dict[tuple[str, str], bool]:
+    """(asset, check) -> passed, for every check this run evaluated."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    found = {}
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        found[(evaluation.asset_key.to_user_string(), evaluation.check_name)] = evaluation.passed
+    return found
+
+
 def connect_line(target: PostgresTarget) -> str:
     """How to connect (never with a password) and how to look at the rejects."""
     try:

@@ -74,12 +74,12 @@ class Writer:
     def finish(self, ok: bool, source: SourceDatabase, snapshot: str, published_by: str) -> str | None:
         """Commit the ledger if every row matched; returns what the log says of it."""
         try:
-            self._digests.result()
+            kind = self._digests.result()
             if not ok:
                 self._conn.rollback()
                 return None
             pinned = pin(source, snapshot)
-            pg_ledger.write_record(self._cur, self.run_id, str(pinned), published_by, contract.spec_fingerprint())
+            pg_ledger.write_record(self._cur, self.run_id, str(pinned), published_by, spec(kind))
             faults.here("ledger")
             self._conn.commit()
             unpin_others(pinned)
@@ -94,9 +94,15 @@ class Writer:
         self._stack.close()
 
 
+def spec(kind: str) -> str:
+    """What a ledger holds is only comparable under the same table specs and the same row digest."""
+    return f"{contract.spec_fingerprint()}/{kind}"
+
+
 @dataclass(frozen=True)
 class Usable:
     record: pg_ledger.Recorded
+    kind: str  # the row digest to recompute
 
 
 def usable(cur) -> Usable | str:
@@ -104,8 +110,9 @@ def usable(cur) -> Usable | str:
     found = pg_ledger.recorded(cur)
     if found is None:
         return "no validate has recorded a ledger in this target"
-    if found.spec != contract.spec_fingerprint():
-        return f"the ledger of validate run {found.run_id[:8]} was recorded under other table specs"
+    kind = pg_ledger.digest_kind(cur)
+    if found.spec != spec(kind):
+        return f"the ledger of validate run {found.run_id[:8]} was recorded under other table specs or another row digest"
     if not Path(found.snapshot).is_file():
         return f"the source snapshot validate run {found.run_id[:8]} proved is gone ({found.snapshot})"
-    return Usable(found)
+    return Usable(found, kind)

@@ -75,12 +75,12 @@ class Proof:
     full: list[str] = field(default_factory=list)  # tables proven by a full pass, with why
 
 
-def find_changes(sconn, cur) -> tuple[Changes, float, float]:
+def find_changes(sconn, cur, kind: str) -> tuple[Changes, float, float]:
     """What changed since the ledger: source by SQLite (here), target by PostgreSQL (in a thread)."""
 
     def target_side() -> tuple[dict, pg_ledger.ChangedRejects, float]:
         began = time.monotonic()
-        found = {t.name: pg_ledger.changed(cur, t) for t in (*SOURCE_TABLES, USERS)}
+        found = {t.name: pg_ledger.changed(cur, t, kind) for t in (*SOURCE_TABLES, USERS)}
         return found, pg_ledger.changed_rejects(cur), time.monotonic() - began
 
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -204,14 +204,15 @@ def prove(source, target, log: Callable[[str], None]) -> run.Report:
         if isinstance(found, str):
             log(f"cutover: {found}, so every row is validated in full. {SHORTER}")
         else:
-            return _prove_since(source, conn, cur, snapshot, published_by, found.record, log, started)
+            return _prove_since(source, conn, cur, snapshot, published_by, found, log, started)
     return run.validate(source, target, log=log)
 
 
-def _prove_since(source, conn, cur, snapshot, published_by, record, log, started) -> run.Report:
+def _prove_since(source, conn, cur, snapshot, published_by, found: ledger.Usable, log, started) -> run.Report:
+    record = found.record
     with source.connect(snapshot) as sconn, source.connect(record.snapshot) as old:
         row_diff.attach(sconn, record.snapshot)
-        changes, source_s, target_s = find_changes(sconn, cur)
+        changes, source_s, target_s = find_changes(sconn, cur, found.kind)
         p = Proof(sconn, old, conn, cur, snapshot, record, changes, source.rows_per_chunk)
         p.counts.update({t.name: row_diff.count(sconn, t) for t in SOURCE_TABLES})
         began = time.monotonic()

@@ -15,9 +15,11 @@ from hypothesis import strategies as st
 
 from agent_migration import jobs
 from agent_migration.core.tables import SOURCE_TABLES
+from agent_migration.postgres.ledger import digest_kind
 from agent_migration.resources import PostgresTarget, SqliteSource
 from agent_migration.sample import write_sample
 from agent_migration.validation import since
+from agent_migration.validation.ledger import spec
 from agent_migration.validation.run import validate
 from agent_migration_tests.conftest import ASSETS, CHECKS, create_database, query, resources, run_migration
 from agent_migration_tests.dagster_layer.test_bad_input import _write
@@ -111,6 +113,42 @@ def test_a_hand_edit_of_an_unchanged_row_is_named_and_the_cutover_records_nothin
     assert query(url, "SELECT count(*) FROM migration.cutover") == [(0,)]
 
 
+def _cutover(path: Path, url: str, tmp: Path):
+    defs = dg.Definitions(
+        assets=ASSETS, asset_checks=CHECKS, jobs=[jobs.cutover], resources=resources(path, url, tmp / "first")
+    )
+    home = tmp / "cut"
+    home.mkdir(exist_ok=True)
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        return defs.resolve_job_def("cutover").execute_in_process(instance=instance, raise_on_error=False)
+
+
+def test_a_check_this_cutover_run_failed_refuses_it_by_name(validated):
+    path, url, tmp = validated["path"], validated["url"], validated["tmp"]
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:  # an active listing of an agent not for sale
+        cur.execute(
+            "INSERT INTO marketplace_listings (agent_id, seller_id, price, status) "
+            "SELECT id, owner_id, 5, 'active' FROM agents WHERE NOT for_sale AND owner_id IS NOT NULL LIMIT 1"
+        )
+        assert cur.rowcount == 1
+    done = _cutover(path, url, tmp)
+    assert not done.success
+    failure = next(e for e in done.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message
+    assert "cutover refused: checks fail: marketplace_listings.listings_follow_agents" in message
+    assert query(url, "SELECT count(*) FROM migration.cutover") == [(0,)]
+
+
+def test_a_cutover_after_a_validate_and_changes_is_recorded(validated):
+    path, url, tmp = validated["path"], validated["url"], validated["tmp"]
+    _change_some_rows(path)
+    done = _cutover(path, url, tmp)
+    assert done.success
+    (report,) = done.asset_materializations_for_node("migration_report")
+    assert "proven by its ledger" in report.metadata["validated"].value
+    assert query(url, "SELECT count(*) FROM migration.cutover") == [(1,)]
+
+
 def test_without_a_ledger_the_proof_is_the_full_validate_and_says_so(tmp_path, pg_url):
     path = tmp_path / "db.sqlite"
     write_sample(path, scale="tiny", seed=5)
@@ -118,6 +156,29 @@ def test_without_a_ledger_the_proof_is_the_full_validate_and_says_so(tmp_path, p
     report, said = _prove(path, pg_url, tmp_path)
     assert report.ok and report.mode == "full"
     assert any("no validate has recorded a ledger" in s and "run validate while the app still writes" in s for s in said)
+
+
+def test_a_ledger_of_other_specs_or_without_its_snapshot_is_not_used_and_the_log_says_why(validated):
+    path, url, tmp = validated["path"], validated["url"], validated["tmp"]
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE migration.validate_ledger SET spec = 'an older version'")
+    report, said = _prove(path, url, tmp)
+    assert report.ok and report.mode == "full"
+    assert any("recorded under other table specs" in s and "validated in full" in s for s in said), said
+    (pinned,) = query(url, "SELECT snapshot FROM migration.validate_ledger")[0]
+    assert Path(pinned).parent.name == "validated"
+    Path(pinned).unlink()
+    _validate(path, url, tmp, record=None)  # a validate without a record leaves the ledger alone
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE migration.validate_ledger SET spec = %s", (_spec(url),))
+    report, said = _prove(path, url, tmp)
+    assert report.ok and report.mode == "full"
+    assert any(f"proved is gone ({pinned})" in s for s in said), said
+
+
+def _spec(url: str) -> str:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        return spec(digest_kind(cur))
 
 
 KILL = """
