@@ -10,7 +10,7 @@ import dagster as dg
 
 from agent_migration.boundary import expected_failures
 from agent_migration.core.artifacts import CleanTable, Snapshot, SourceTable
-from agent_migration.core.contract import loaded_path
+from agent_migration.core.contract import loaded_path, rejects_path
 from agent_migration.core.tables import SOURCE_TABLES, Table
 from agent_migration.metadata import OWNERS, frame_schema, markdown_table
 from agent_migration.postgres import staging
@@ -81,8 +81,9 @@ def clean_asset(table: Table) -> dg.AssetsDefinition:
             parent_keys = user_lib.parent_keys(table, parents, lambda parent: pg_users.held_keys(target, parent))
             ctx = CleaningInputs(derived_users, parent_keys, raw.facts)
             run_dir, full_run = source_snapshot.run_dir, raw.delta is None and source_snapshot.changes is None
+            paths = (loaded_path(run_dir, table), rejects_path(run_dir, table))
             with (
-                staging.stage_while_cleaning(target, table, loaded_path(run_dir, table), full_run) as stager,
+                staging.stage_while_cleaning(target, table, paths, context.run_id, full_run) as stager,
                 sqlite_read.chunk_reader(source, raw.snapshot, table) as reader,
             ):
                 sink = stager.write if stager else None

@@ -81,3 +81,8 @@ def reason_kinds(kinds: pa.Array) -> Counter:
 def loaded_path(run_dir: str, table: Table) -> str:
     """The Arrow file of a table's loadable rows in the run's folder."""
     return str(Path(run_dir) / f"{table.name}.arrow")
+
+
+def rejects_path(run_dir: str, table: Table) -> str:
+    """Where a clean step writes a table's rejects (Arrow IPC stream of `REJECT_SCHEMA`)."""
+    return str(Path(run_dir) / f"{table.name}.rejects.arrow")

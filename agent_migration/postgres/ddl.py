@@ -108,6 +108,16 @@ def create_index(table: Table, index: Index, schema: str = SCHEMA) -> sql.Compos
     )
 
 
+def create_rejects_table(name: sql.Composable) -> sql.Composable:
+    """A table of the shape of `migration.rejected_rows` (as `BOOKKEEPING_DDL` makes it, columns in its
+    order), for a first load's stage: made without reading the real one, which may not exist yet."""
+    return sql.SQL(
+        "CREATE TABLE {} (source_table TEXT NOT NULL, source_key TEXT, reason TEXT NOT NULL, payload JSON NOT NULL, "
+        "run_id TEXT, rejected_at TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'), source_rowid BIGINT, "
+        "reason_kind TEXT)"
+    ).format(name)
+
+
 BOOKKEEPING_DDL = """
 CREATE SCHEMA IF NOT EXISTS migration;
 CREATE TABLE IF NOT EXISTS migration.rejected_rows (

@@ -49,10 +49,11 @@ class Recorded:
 @dataclass(frozen=True)
 class Changed:
     """A table's rows whose digest differs from the ledger's: `now` the keys the table holds now (new or
-    changed rows), `gone` the keys only the ledger has (deleted or changed rows)."""
+    changed rows), `gone` the keys only the ledger has (deleted or changed rows); `rows`: it holds now."""
 
     now: list
     gone: list
+    rows: int
 
 
 def ledger_table(name: str) -> sql.Composable:
@@ -129,11 +130,14 @@ def changed(cur, table: Table, kind: str) -> Changed:
     cur.execute(
         sql.SQL(
             "WITH n AS MATERIALIZED ({now}) "
-            "SELECT n.k, o.k FROM n FULL JOIN {led} o ON o.k = n.k WHERE n.d IS DISTINCT FROM o.d"
+            "SELECT false, n.k, o.k FROM n FULL JOIN {led} o ON o.k = n.k WHERE n.d IS DISTINCT FROM o.d "
+            "UNION ALL SELECT true, count(*), NULL FROM n"  # its row count, from the same scan
         ).format(now=_digests(table, kind), led=ledger_table(table.name))
     )
-    rows = cur.fetchall()
-    return Changed([n for n, _ in rows if n is not None], [o for _, o in rows if o is not None])
+    found = cur.fetchall()
+    rows = [(n, o) for counted, n, o in found if not counted]
+    (count,) = [n for counted, n, _ in found if counted]
+    return Changed([n for n, _ in rows if n is not None], [o for _, o in rows if o is not None], count)
 
 
 @dataclass(frozen=True)
@@ -143,23 +147,28 @@ class ChangedRejects:
 
     rowids: dict[str, set[int]]
     unkeyed: bool
+    rows: dict[str, int]  # per source table, the rejects it has now
 
 
 def changed_rejects(cur) -> ChangedRejects:
     cur.execute(
         sql.SQL(
-            "WITH n AS MATERIALIZED ({now}) SELECT coalesce(n.s, o.s), coalesce(n.k, o.k) FROM n "
-            "FULL JOIN {led} o ON o.s = n.s AND o.k = n.k WHERE n.d IS DISTINCT FROM o.d"
+            "WITH n AS MATERIALIZED ({now}) SELECT false, coalesce(n.s, o.s), coalesce(n.k, o.k) FROM n "
+            "FULL JOIN {led} o ON o.s = n.s AND o.k = n.k WHERE n.d IS DISTINCT FROM o.d "
+            "UNION ALL SELECT true, s, count(*) FROM n GROUP BY s"
         ).format(now=_digests(None, "text"), led=ledger_table(REJECTS))
     )
     rowids: dict[str, set[int]] = {}
+    counts: dict[str, int] = {}
     unkeyed = False
-    for source_table, rowid in cur.fetchall():
-        if rowid is None:
+    for counted, source_table, rowid in cur.fetchall():
+        if counted:
+            counts[source_table] = rowid
+        elif rowid is None:
             unkeyed = True
         else:
             rowids.setdefault(source_table, set()).add(rowid)
-    return ChangedRejects(rowids, unkeyed)
+    return ChangedRejects(rowids, unkeyed, counts)
 
 
 def rejects_among(cur, source_table: str, rowids: list[int]) -> int:

@@ -27,22 +27,30 @@ from agent_migration.postgres.workers import Task, run_tasks
 REJECTS = "rejected_rows"
 
 
+def _staged_rejects(keep: set[str]) -> list[str]:
+    """The source tables whose rejects the cleaning copied into the stage (markers `rejected_rows:<t>`)."""
+    return [name.split(":", 1)[1] for name in keep if name.startswith(f"{REJECTS}:")]
+
+
 def prepare(cur, keep: set[str]) -> None:
-    """The stage schema for this build: the tables copied while cleaning (`keep`) stay, whatever else is
-    there (a failed or killed run's leftovers) goes. The markers go too: a table being built is no longer
-    as its copy left it, so a retried publish copies every table again."""
+    """The stage schema for this build: the tables (and rejects) copied while cleaning (`keep`) stay,
+    whatever else is there (a failed or killed run's leftovers) goes. The markers go too: a table being
+    built is no longer as its copy left it, so a retried publish copies every table again."""
     staging.create_markers(cur)
     cur.execute(sql.SQL("DELETE FROM {}").format(_in_stage(staging.MARKERS)))
+    rejects_kept = _staged_rejects(keep)
     cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (STAGE,))
     for (name,) in cur.fetchall():
-        if name not in keep | {staging.MARKERS}:
+        if name not in keep | {staging.MARKERS} | ({REJECTS} if rejects_kept else set()):
             cur.execute(sql.SQL("DROP TABLE {} CASCADE").format(_in_stage(name)))
     for table in TARGET_TABLES:  # without foreign keys and secondary indexes: built after the copy
         if table.name not in keep:
             cur.execute(ddl.create_table(table, STAGE, references=False, keys=False))
-    cur.execute(
-        sql.SQL("CREATE TABLE {} (LIKE migration.rejected_rows INCLUDING DEFAULTS)").format(_in_stage(REJECTS))
-    )
+    if rejects_kept:  # the rejects of the tables not kept are a failed run's: gone
+        where = sql.SQL("DELETE FROM {} WHERE NOT (source_table = ANY(%s))").format(_in_stage(REJECTS))
+        cur.execute(where, (rejects_kept,))
+    else:
+        cur.execute(ddl.create_rejects_table(_in_stage(REJECTS)))
 
 
 def _may_fail(_rows: int) -> None:
@@ -110,9 +118,26 @@ def _table_tasks(table: Table, first: Task | None) -> list[Task]:
     return tasks
 
 
-def _reject_tasks(rejects: list[Rows], types: dict[str, str]) -> list[Task]:
-    parts = [rows for rows in rejects if rows.count]
-    copies = [Task("copy rejects", _copy(REJECTS, parts, types), phase="copy")] if parts else []
+def _copy_rejects(parts: list[Rows], types: dict[str, str], truncate: bool) -> Callable:
+    """The COPYs of the rejects the cleaning did not stage; after a TRUNCATE (frozen) unless some are."""
+    if truncate:
+        return _copy(REJECTS, parts, types)
+
+    def run(cur) -> None:
+        for rows in parts:
+            copy_batches(cur, _in_stage(REJECTS), rows.full_schema, rows.batches(), types, _may_fail)
+
+    return run
+
+
+def _source_table(rows: Rows) -> str:
+    return dict(rows.constants)["source_table"]
+
+
+def _reject_tasks(rejects: list[Rows], types: dict[str, str], staged: set[str] | frozenset[str]) -> list[Task]:
+    kept = set(_staged_rejects(set(staged)))
+    parts = [rows for rows in rejects if rows.count and _source_table(rows) not in kept]
+    copies = [Task("copy rejects", _copy_rejects(parts, types, not kept), phase="copy")] if parts else []
     after = tuple(t.name for t in copies)
     index = sql.SQL("CREATE INDEX rejected_rows_row ON {} (source_table, source_rowid)").format(_in_stage(REJECTS))
     analyze = sql.SQL("ANALYZE {}").format(_in_stage(REJECTS))
@@ -140,7 +165,7 @@ def tasks_for(
         for table in by_size
         for task in _table_tasks(table, _first_task(table, frames, staged, columns.get(table.name, {}), filled))
     ]
-    tasks += _reject_tasks(rejects, reject_types)
+    tasks += _reject_tasks(rejects, reject_types, staged)
     return [t for t in tasks if t.phase != "copy"] + [t for t in tasks if t.phase == "copy"]
 
 
@@ -160,7 +185,9 @@ def build(connect, frames, columns, rejects, types, workers: int) -> Built:
     copied there (`staging`) is not copied again."""
     started = time.perf_counter()
     with connect() as conn, conn.cursor() as cur:
-        keep = staging.staged(cur, {name: (rows.path, rows.count) for name, rows in frames.items() if rows.path})
+        mirrored = {name: (rows.path, rows.count) for name, rows in frames.items() if rows.path}
+        mirrored |= {staging.rejects_marker(_source_table(r)): (r.path, r.count) for r in rejects if r.path}
+        keep = staging.staged(cur, mirrored)
         prepare(cur, keep)
         conn.commit()
     seconds = {"stage": time.perf_counter() - started}

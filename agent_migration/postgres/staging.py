@@ -1,11 +1,13 @@
 """Early staging: a first load's rows copied into the stage schema while Python still cleans them.
 
 On a first load (a full run, every app table empty or absent, more than one connection), `clean_<table>`
-hands each cleaned chunk to a `Stager`: a thread with a connection of its own copies it (binary COPY,
-`FREEZE`) into `migration_stage.<table>`, so the server inserts one chunk while Python cleans the next.
-The copy commits with a marker: the Arrow file it mirrors, its row count and the table specs'
-fingerprint. `publish` keeps a stage table only when its marker matches the run's cleaned file
-(`staged`), and copies that file itself otherwise.
+hands each cleaned chunk to a `Stager`: a thread with a connection of its own copies its loadable rows
+(binary COPY, `FREEZE`) into `migration_stage.<table>` and its rejects into
+`migration_stage.rejected_rows`, so the server inserts one chunk while Python cleans the next. Both
+commit together, each with a marker: the Arrow file it mirrors, its row count and the table specs'
+fingerprint (`<table>` and `rejected_rows:<source table>`). `publish` keeps a stage copy only when its
+marker matches the run's cleaned file (`staged`), and copies that file itself otherwise. The clean steps
+run one after another, so the rejects of each table append to the one stage table in turn.
 
 Staging never fails a run: a target that is not a first load, the advisory lock held by another run, or a
 PostgreSQL error mid-way leave the table unstaged and `publish` copies it as before. Nothing here is seen by
@@ -26,10 +28,15 @@ from psycopg2 import sql
 from agent_migration.core import contract
 from agent_migration.core.tables import TARGET_TABLES, Table
 from agent_migration.postgres import cutover, ddl, faults, merge
-from agent_migration.postgres.copy import copy_batches
+from agent_migration.postgres.copy import Rows, copy_batches
 
 STAGE = "migration_stage"
 MARKERS = "staged"  # migration_stage.staged: one row per staged table
+REJECTS = "rejected_rows"  # migration_stage.rejected_rows: every staged table's rejects
+
+
+def rejects_marker(source_table: str) -> str:
+    return f"{REJECTS}:{source_table}"
 _END, _ABORT = object(), object()
 _AHEAD = 3  # cleaned chunks waiting for the copy: memory stays a few chunks
 
@@ -94,20 +101,23 @@ def first_load_ahead(cur) -> str | None:
 
 
 class Stager:
-    """Copies one table's cleaned chunks into its stage table on a thread of its own (see the module)."""
+    """Copies one table's cleaned chunks, loadable rows and rejects, into the stage on a thread of its own
+    (see the module)."""
 
-    def __init__(self, connect: Callable, table: Table, loaded_path: str):
-        self.table, self.loaded_path = table, loaded_path
+    def __init__(self, connect: Callable, table: Table, paths: tuple[str, str], run_id: str):
+        self.table, (self.loaded_path, self.rejects_path), self.run_id = table, paths, run_id
         self.skipped: str | None = None  # why the table was not staged, once known
         self.rows = 0
+        self.rejects = 0
         self._ended = False  # the copy took the last chunk (or the abort)
         self._aborted = False  # the cleaning failed: the copy is rolled back
         self._queue: queue.Queue = queue.Queue(maxsize=_AHEAD)
         self._thread = threading.Thread(target=self._run, args=(connect,), name=f"stage-{table.name}", daemon=True)
         self._thread.start()
 
-    def write(self, loaded: pa.Table) -> None:
-        self._queue.put(loaded)
+    def write(self, loaded: pa.Table, rejects: pa.Table) -> None:
+        """One cleaned chunk: its loadable rows and its rejects (REJECT_SCHEMA)."""
+        self._queue.put((loaded, rejects))
 
     def finish(self, ok: bool) -> str | None:
         """Commit the copy (`ok`) or roll it back; -> why the table is not staged (None: it is)."""
@@ -115,7 +125,7 @@ class Stager:
         self._thread.join()
         return self.skipped
 
-    def _chunks(self) -> Iterator[pa.Table]:
+    def _chunks(self) -> Iterator[tuple[pa.Table, pa.Table]]:
         while (item := self._queue.get()) not in (_END, _ABORT):
             yield item
         self._ended, self._aborted = True, item is _ABORT
@@ -143,27 +153,55 @@ class Stager:
 
     def _copy(self, cur) -> None:
         name, columns = self.table.name, {c.name: c.pg_type for c in self.table.migrated}
+        marker = rejects_marker(self.table.source)
         create_markers(cur)
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(in_stage(name)))
         cur.execute(ddl.create_table(self.table, STAGE, references=False, keys=False))
-        cur.execute(sql.SQL("DELETE FROM {} WHERE table_name = %s").format(in_stage(MARKERS)), (name,))
-        self.rows = copy_batches(
-            cur, in_stage(name), contract.arrow_schema(self.table.migrated), self._chunks(), columns,
-            lambda _n: faults.here("stage"), freeze=True,
-        )
+        frozen = _reject_table(cur, self.table.source)
+        cur.execute(sql.SQL("DELETE FROM {} WHERE table_name = ANY(%s)").format(in_stage(MARKERS)), ([name, marker],))
+        schema = contract.arrow_schema(self.table.migrated)
+        constants = (("source_table", self.table.source), ("run_id", self.run_id))
+        for loaded, rejects in self._chunks():
+            if loaded.num_rows:
+                self.rows += copy_batches(cur, in_stage(name), schema, [loaded], columns, _sent("stage"), freeze=True)
+            if rejects.num_rows:
+                rows = Rows(contract.REJECT_SCHEMA, rejects.num_rows, table=rejects, constants=constants)
+                self.rejects += copy_batches(
+                    cur, in_stage(REJECTS), rows.full_schema, rows.batches(), merge.REJECT_TYPES,
+                    _sent("stage_rejects"), freeze=frozen,
+                )
+        spec = contract.spec_fingerprint()
         cur.execute(
-            sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s)").format(in_stage(MARKERS)),
-            (name, self.loaded_path, self.rows, contract.spec_fingerprint()),
+            sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s), (%s, %s, %s, %s)").format(in_stage(MARKERS)),
+            (name, self.loaded_path, self.rows, spec, marker, self.rejects_path, self.rejects, spec),
         )
+
+
+def _sent(point: str) -> Callable[[int], None]:
+    return lambda _n: faults.here(point)
+
+
+def _reject_table(cur, source_table: str) -> bool:
+    """The stage's rejects table, without this table's rejects of an earlier (failed) run; True when it
+    was created here (then COPY may write its rows frozen)."""
+    cur.execute("SELECT to_regclass(%s)", (f"{STAGE}.{REJECTS}",))
+    if cur.fetchone()[0] is None:
+        cur.execute(ddl.create_rejects_table(in_stage(REJECTS)))
+        return True
+    cur.execute(sql.SQL("DELETE FROM {} WHERE source_table = %s").format(in_stage(REJECTS)), (source_table,))
+    return False
 
 
 @contextmanager
-def stage_while_cleaning(target, table: Table, loaded_path: str, full_run: bool) -> Iterator[Stager | None]:
-    """A `Stager` for a full run on more than one connection (else None); rolled back if the block fails."""
+def stage_while_cleaning(
+    target, table: Table, paths: tuple[str, str], run_id: str, full_run: bool
+) -> Iterator[Stager | None]:
+    """A `Stager` for a full run on more than one connection (else None); rolled back if the block fails.
+    `paths`: the run's Arrow files of the table's loadable rows and rejects, which the copy mirrors."""
     if not full_run or target.setting("connections").value < 2:
         yield None
         return
-    stager = Stager(target.connect, table, loaded_path)
+    stager = Stager(target.connect, table, paths, run_id)
     try:
         yield stager
     except BaseException:
@@ -176,5 +214,8 @@ def outcome(stager: Stager) -> str:
     """The log line: the table copied into the stage while cleaning, or why not (publish copies it)."""
     name = stager.table.name
     if stager.skipped is None:
-        return f"{name}: {stager.rows:,} rows copied into {STAGE}.{name} while cleaning"
+        return (
+            f"{name}: {stager.rows:,} rows copied into {STAGE}.{name} and {stager.rejects:,} rejects into "
+            f"{STAGE}.{REJECTS} while cleaning"
+        )
     return f"{name}: not copied while cleaning ({stager.skipped}); publish copies it"

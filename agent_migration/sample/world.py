@@ -23,7 +23,10 @@ _CHAT_TEXT = (
     "¿qué tal? naïve question: why is power capped? 日本 tournament tomorrow, wish us luck! sure, here "
     "is a plan: feed, train, battle, repeat. sell it on the market for a good price. okay thanks!"
 )
-WORDS = tuple(_CHAT_TEXT.split())
+# Words as people type them in chats: quoted, with a backslash, over several lines, with emoji. They make
+# the hard case of every text path (a reject's JSON payload escapes each; a CSV export quotes them).
+RICH = ('"really?"', "C:\\agents\\nova", "ok\nso", "done.\r\nnext", "tab\there", "it's", "🐉🔥", "\n\n-", "\\o/")
+WORDS = tuple(_CHAT_TEXT.split()) + RICH
 CHUNK = 50_000
 
 

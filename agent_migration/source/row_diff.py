@@ -17,6 +17,7 @@ import numpy as np
 
 from agent_migration.core.tables import Col, Table
 from agent_migration.source.files import sqlite_ident
+from agent_migration.source.sqlite_read import is_rowid
 
 OLD = "proven"  # the schema name the proven snapshot is attached as
 
@@ -60,10 +61,11 @@ def holding(conn: sqlite3.Connection, table: Table, col: Col, values: list) -> n
     if not values:
         return np.empty(0, dtype=np.int64)
     c, stored = sqlite_ident(col.source), _stored_as(col)
+    # The rowid itself holds only integers: a lookup per value, no scan for other classes.
+    odd = "" if is_rowid(conn, table.source, col.source) else f" OR typeof({c}) NOT IN ('{stored}', 'null')"
     return _rowids(
         conn,
-        f"SELECT rowid FROM main.{sqlite_ident(table.source)} WHERE {c} IN (SELECT value FROM json_each(?)) "
-        f"OR typeof({c}) NOT IN ('{stored}', 'null')",
+        f"SELECT rowid FROM main.{sqlite_ident(table.source)} WHERE {c} IN (SELECT value FROM json_each(?)){odd}",
         (json.dumps(values),),
     )
 

@@ -31,7 +31,14 @@ from agent_migration.core.cleaning import (
     reject_missing_parents,
     remap_users,
 )
-from agent_migration.core.contract import REJECT_SCHEMA, Chunk, arrow_schema, loaded_path, reason_kinds
+from agent_migration.core.contract import (
+    REJECT_SCHEMA,
+    Chunk,
+    arrow_schema,
+    loaded_path,
+    reason_kinds,
+    rejects_path,
+)
 from agent_migration.core.tables import Table
 from agent_migration.transform.fastpath import UserMap, fast_column
 from agent_migration.transform.payloads import concat, typed_payloads
@@ -174,10 +181,11 @@ def clean_stream(
     keep_keys: bool,
     log: Callable[[int], None] | None = None,
     profile=None,
-    sink: Callable[[pa.Table], None] | None = None,
+    sink: Callable[[pa.Table, pa.Table], None] | None = None,
 ) -> CleanTable:
     """Clean every chunk, writing loadable rows to `out[0]` and rejects to `out[1]` (Arrow IPC streams);
-    `sink` also gets each chunk's loadable rows (a first load's early copy, see `postgres/staging.py`)."""
+    `sink` also gets each chunk's loadable rows and rejects (a first load's early copy, see
+    `postgres/staging.py`)."""
     ids = UserMap.of(ctx.users)
     counts, reasons, preview, keys = Counter(), Counter(), [], []
     with (
@@ -193,7 +201,7 @@ def clean_stream(
             w0.write_table(got.loaded)
             w1.write_table(got.rejects)
             if sink is not None:
-                sink(got.loaded)
+                sink(got.loaded, got.rejects)
             counts.update(loaded=got.loaded.num_rows, rejected=got.rejects.num_rows, fast=got.fast_rows)
             reasons.update(reason_kinds(got.rejects.column("reason_kind").combine_chunks()))
             if len(preview) < 10 and got.rejects.num_rows:
@@ -232,12 +240,12 @@ def clean_source(
     keep_keys: bool,
     log,
     profile=None,
-    sink: Callable[[pa.Table], None] | None = None,
+    sink: Callable[[pa.Table, pa.Table], None] | None = None,
 ) -> CleanTable:
     """Clean every chunk of a planned source table into the run's folder. `reader` reads the snapshot's
     chunks (`sqlite_read.ChunkReader`: typed rows, odd rowids, rows as stored); `profile`: see
     `clean_chunk`; `sink`: see `clean_stream`."""
-    out = (Path(loaded_path(run_dir, table)), Path(run_dir) / f"{table.name}.rejects.arrow")
+    out = (Path(loaded_path(run_dir, table)), Path(rejects_path(run_dir, table)))
     log_rows = progress(table, planned.rows, log)
     done = clean_stream(reader, table, iter(planned.chunks), ctx, out, keep_keys, log_rows, profile, sink)
     return replace(done, rowids=planned.rowids, delta=planned.delta, snapshot=planned.snapshot)

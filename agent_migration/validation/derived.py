@@ -26,10 +26,10 @@ def tallies(sconn: sqlite3.Connection, conn, cur, listed: list[pd.DataFrame]) ->
     return [users(sconn, cur), listings(cur, listed), battles(conn), stray_rejects(cur)]
 
 
-def users(sconn: sqlite3.Connection, cur) -> Tally:
-    """`users` is exactly the set of valid usernames the source references."""
+def users(sconn: sqlite3.Connection, cur, want: set[str] | None = None) -> Tally:
+    """`users` is exactly the set of valid usernames the source references (`want`, if read already)."""
     tally = Tally(USERS.name)
-    want = expected.referenced_users(sconn, SOURCE_TABLES)
+    want = expected.referenced_users(sconn, SOURCE_TABLES) if want is None else want
     have = target_read.usernames(cur)
     held = set(have)
     tally.compared = len(want)

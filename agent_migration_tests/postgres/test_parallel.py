@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from agent_migration.core.contract import arrow_schema
+from agent_migration.core.contract import REJECT_SCHEMA, arrow_schema
 from agent_migration.core.tables import SOURCE_TABLES
 from agent_migration.postgres import faults, merge, staging
 from agent_migration.resources import PostgresTarget
@@ -61,7 +61,10 @@ def test_a_parallel_first_load_builds_the_same_target_as_one_connection(messy_so
     assert meta["connections"].value == 4 and {"copy", "indexes", "swap"} <= set(meta["load_phases_seconds"].value)
     assert one.asset_materializations_for_node("publish")[0].metadata["connections"].value == 1
     # The source tables were copied into the stage while they were cleaned; one connection copies in publish.
-    assert meta["copied_while_cleaning"].value == sorted(t.name for t in SOURCE_TABLES)
+    # Their rejects too, into the stage's rejected_rows (a table of the messy source with none has a marker too).
+    assert meta["copied_while_cleaning"].value == sorted(
+        [t.name for t in SOURCE_TABLES] + [f"rejected_rows:{t.source}" for t in SOURCE_TABLES]
+    )
     assert one.asset_materializations_for_node("publish")[0].metadata["copied_while_cleaning"].value == []
     # Every check held on the swapped tables; a re-sync after a parallel load merges as usual.
     assert all(e.passed for e in many.get_asset_check_evaluations() if e.severity.value == "ERROR")
@@ -87,7 +90,7 @@ def _backends_gone(url: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["stage", "copy", "index", "swap", "swapped"])
+@pytest.mark.parametrize("point", ["stage", "stage_rejects", "copy", "index", "swap", "swapped"])
 def test_a_run_killed_in_each_phase_leaves_the_previous_state_and_the_next_run_succeeds(
     point, messy_source, new_database, tmp_path
 ):
@@ -96,7 +99,7 @@ def test_a_run_killed_in_each_phase_leaves_the_previous_state_and_the_next_run_s
     killed = _run(messy_source, url, tmp_path, MIGRATION_FAULT_AT=point, MIGRATION_FAULT_TESTING="1")
     assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
     _backends_gone(url)
-    if point == "stage":  # killed while cleaning: target_schema had not run, the database is as it was
+    if point.startswith("stage"):  # killed while cleaning: target_schema had not run, the database is as it was
         assert query(url, "SELECT count(*) FROM pg_tables WHERE schemaname IN ('public', 'migration')") == [(0,)]
     else:  # the previous state: the empty app tables target_schema committed, no run recorded, no reject
         assert all(rows == [] for name, rows in content(url).items()), content(url)
@@ -138,32 +141,75 @@ def _chunk(first: int, n: int) -> pa.Table:
     )
 
 
+PATHS = ("/run/user_balance.arrow", "/run/user_balance.rejects.arrow")
+
+
+def _rejects(first: int, n: int) -> pa.Table:
+    """`n` rejects of user_balance, multi-line reasons and payloads with quotes, backslashes and emoji."""
+    return pa.table(
+        {
+            "source_key": pa.array([f"u{i}" for i in range(first, first + n)], pa.large_string()),
+            "reason": pa.array(["user_balance.coins: not a whole number\n(got 'x')"] * n, pa.large_string()),
+            "payload": pa.array(['{"coins": "a \\"b\\" \\\\ 🐉\\nc"}'] * n, pa.large_string()),
+            "source_rowid": pa.array(range(first, first + n), pa.int64()),
+            "reason_kind": pa.array(["user_balance.coins: not a whole number"] * n, pa.large_string()),
+        },
+        schema=REJECT_SCHEMA,
+    )
+
+
+NO_REJECTS = _rejects(0, 0)
+
+
 def _stage_rows(url: str) -> dict:
     found = query(url, "SELECT to_regclass('migration_stage.user_balance') IS NOT NULL")[0][0]
     count = query(url, "SELECT count(*) FROM migration_stage.user_balance")[0][0] if found else None
     marks = query(url, "SELECT count(*) FROM migration_stage.staged")[0][0] if found else None
-    return {"table": found, "rows": count, "markers": marks}
+    rejects = query(url, "SELECT count(*) FROM migration_stage.rejected_rows")[0][0] if found else None
+    return {"table": found, "rows": count, "markers": marks, "rejects": rejects}
 
 
 def test_staging_while_cleaning_commits_a_marked_copy_that_publish_recognises(pg_url):
     target = PostgresTarget(database_url=pg_url)
-    with staging.stage_while_cleaning(target, BALANCES, "/run/user_balance.arrow", full_run=True) as stager:
+    with staging.stage_while_cleaning(target, BALANCES, PATHS, "run-1", full_run=True) as stager:
         for first in range(0, 5000, 1000):
-            stager.write(_chunk(first, 1000))
-    assert stager.skipped is None and stager.rows == 5000
-    assert _stage_rows(pg_url) == {"table": True, "rows": 5000, "markers": 1}
+            stager.write(_chunk(first, 1000), _rejects(first, 300 if first else 0))
+    assert stager.skipped is None and stager.rows == 5000 and stager.rejects == 1200
+    assert _stage_rows(pg_url) == {"table": True, "rows": 5000, "markers": 2, "rejects": 1200}
+    (row,) = query(
+        pg_url,
+        "SELECT source_table, run_id, reason, payload::text FROM migration_stage.rejected_rows WHERE source_rowid = 1000",
+    )
+    assert row == ("user_balance", "run-1", "user_balance.coins: not a whole number\n(got 'x')", '{"coins": "a \\"b\\" \\\\ 🐉\\nc"}')
+    marker = "rejected_rows:user_balance"
     with target.connect() as conn, conn.cursor() as cur:
-        assert staging.staged(cur, {"user_balance": ("/run/user_balance.arrow", 5000)}) == {"user_balance"}
-        assert staging.staged(cur, {"user_balance": ("/run/user_balance.arrow", 4999)}) == set()
+        assert staging.staged(cur, {"user_balance": (PATHS[0], 5000)}) == {"user_balance"}
+        assert staging.staged(cur, {"user_balance": (PATHS[0], 4999)}) == set()
         assert staging.staged(cur, {"user_balance": ("/other/user_balance.arrow", 5000)}) == set()
+        assert staging.staged(cur, {marker: (PATHS[1], 1200)}) == {marker}
+        assert staging.staged(cur, {marker: (PATHS[1], 1199)}) == set()
+
+
+def test_a_second_staging_of_a_table_replaces_its_rejects_and_keeps_the_others(pg_url):
+    target = PostgresTarget(database_url=pg_url)
+    with staging.stage_while_cleaning(target, BALANCES, PATHS, "run-1", full_run=True) as stager:
+        stager.write(_chunk(0, 10), _rejects(0, 7))
+    with target.connect() as conn, conn.cursor() as cur:  # another table's rejects, staged before
+        cur.execute("INSERT INTO migration_stage.rejected_rows (source_table, reason, payload) VALUES ('agents', 'r', '{}')")
+        conn.commit()
+    with staging.stage_while_cleaning(target, BALANCES, PATHS, "run-2", full_run=True) as stager:
+        stager.write(_chunk(0, 10), _rejects(100, 3))
+    assert stager.skipped is None
+    found = query(pg_url, "SELECT source_table, run_id, count(*) FROM migration_stage.rejected_rows GROUP BY 1, 2 ORDER BY 1")
+    assert found == [("agents", None, 1), ("user_balance", "run-2", 3)]
 
 
 def test_a_failed_cleaning_rolls_its_staging_copy_back(pg_url):
     target = PostgresTarget(database_url=pg_url)
-    stage = staging.stage_while_cleaning(target, BALANCES, "/run/x.arrow", full_run=True)
+    stage = staging.stage_while_cleaning(target, BALANCES, PATHS, "run-1", full_run=True)
     with pytest.raises(RuntimeError, match="rule broke"), stage as stager:
         for first in range(0, 20_000, 1000):  # more chunks than the queue holds
-            stager.write(_chunk(first, 1000))
+            stager.write(_chunk(first, 1000), NO_REJECTS)
         raise RuntimeError("rule broke")
     assert stager.skipped == "the cleaning failed"
     assert query(pg_url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'migration_stage'") == [(0,)]
@@ -175,18 +221,18 @@ def test_no_staging_for_a_target_with_rows_a_held_lock_or_one_connection(pg_url)
         cur.execute("CREATE TABLE public.users (id INTEGER, username TEXT)")
         cur.execute("INSERT INTO public.users VALUES (1, 'a')")
         conn.commit()
-    with staging.stage_while_cleaning(target, BALANCES, "/run/x.arrow", full_run=True) as stager:
+    with staging.stage_while_cleaning(target, BALANCES, PATHS, "run-1", full_run=True) as stager:
         for first in range(0, 10_000, 1000):  # the cleaning never waits on a copy that is not coming
-            stager.write(_chunk(first, 1000))
+            stager.write(_chunk(first, 1000), NO_REJECTS)
     assert stager.skipped == "users already holds rows (a re-sync merges in one transaction)"
     with target.connect() as conn, conn.cursor() as cur:
         cur.execute("DELETE FROM public.users")
         conn.commit()
         assert merge.try_lock(cur)  # another run's lock, held while this one cleans
-        with staging.stage_while_cleaning(target, BALANCES, "/run/x.arrow", full_run=True) as stager:
-            stager.write(_chunk(0, 10))
+        with staging.stage_while_cleaning(target, BALANCES, PATHS, "run-1", full_run=True) as stager:
+            stager.write(_chunk(0, 10), NO_REJECTS)
         assert stager.skipped == "another run holds the target's advisory lock"
     for other, full in ((PostgresTarget(database_url=pg_url, connections=1), True), (target, False)):
-        with staging.stage_while_cleaning(other, BALANCES, "/run/x.arrow", full_run=full) as stager:
+        with staging.stage_while_cleaning(other, BALANCES, PATHS, "run-1", full_run=full) as stager:
             assert stager is None
     assert query(pg_url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'migration_stage'") == [(0,)]
