@@ -3,9 +3,10 @@
 The rows the fast path rejects hold only integers, finite... and valid text without NUL (see
 `sqlite_read.typical`), so their JSON is their values as SQLite stored them: integers as digits, text
 quoted and escaped exactly as `json.dumps(..., ensure_ascii=False)` escapes it (`"`, `\\` and the
-control characters; emoji and other non-ASCII text as they are). Quotes and backslashes are escaped in
-Arrow; the few values with a control character (a multi-line message) by `str.translate` with `json`'s
-own escapes. A row holding a NUL or a REAL is written by `json` itself, like the exact path's payloads
+control characters; emoji and other non-ASCII text as they are). When many values need escaping,
+quotes, backslashes and the control characters with a short escape (a multi-line message: `\n`, `\r`,
+`\t`, `\b`, `\f`) are escaped in Arrow, a pass each over the column; the values with another control
+character, and all of them when few values need escaping, by `str.translate` with `json`'s own escapes. A row holding a NUL or a REAL is written by `json` itself, like the exact path's payloads
 (`cleaning.payload`).
 """
 
@@ -19,8 +20,9 @@ import pyarrow.compute as pc
 
 from agent_migration.core.values import json_safe
 
-_CONTROL = r"[\x00-\x1f]"
 _SPECIAL = r'["\\\x00-\x1f]'  # what JSON escapes in a string
+_OTHER_CONTROL = r"[\x00-\x07\x0b\x0e-\x1f]"  # a control character without a short escape
+_SHORT = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\b", "\\b"), ("\f", "\\f"))
 
 
 def concat(*parts) -> pa.Array:
@@ -55,12 +57,16 @@ def _json_value(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
     quoted = concat('"', column, '"')
     if not special.any():
         return pc.fill_null(quoted, "null"), special
-    control = pc.fill_null(pc.match_substring_regex(column, _CONTROL), False).to_numpy(zero_copy_only=False)
     nul = pc.fill_null(pc.match_substring(column, "\x00"), False).to_numpy(zero_copy_only=False)
-    by_translate = special if special.sum() * 5 < n else control  # few: each by `str.translate`
-    if by_translate is control:  # many quotes or backslashes: those two escaped in Arrow
-        escaped = pc.replace_substring(pc.replace_substring(column, "\\", "\\\\"), '"', '\\"')
+    if special.sum() * 5 < n:  # few: each by `str.translate`
+        by_translate = special
+    else:  # many (multi-line messages): the short escapes in Arrow, backslashes first
+        escaped = column
+        for char, escape in _SHORT:
+            escaped = pc.replace_substring(escaped, char, escape)
         quoted = concat('"', escaped, '"')
+        other = pc.match_substring_regex(column, _OTHER_CONTROL)
+        by_translate = pc.fill_null(other, False).to_numpy(zero_copy_only=False)
     todo = by_translate & ~nul
     if todo.any():
         texts = pc.take(column, pa.array(np.flatnonzero(todo))).to_pylist()
