@@ -22,6 +22,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "playwright>=1.45", "import-linter>=2.1"],
+        # where the time and the memory go (docs/performance.md): py-spy, memray
+        "profile": ["py-spy>=0.3", "memray>=1.10"],
     },
     entry_points={
         "console_scripts": [

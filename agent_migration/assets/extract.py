@@ -16,7 +16,7 @@ from agent_migration.core.tables import SOURCE_TABLES, Table
 from agent_migration.metadata import OWNERS
 from agent_migration.postgres import history, readiness
 from agent_migration.resources import PostgresTarget, SqliteSource
-from agent_migration.source import snapshots, sqlite_read
+from agent_migration.source import chunk_size, snapshots, sqlite_read
 
 
 class SnapshotConfig(dg.Config):
@@ -70,10 +70,11 @@ def plan_table(source: SqliteSource, snap: Snapshot, table: Table) -> SourceTabl
     rowids = None if snap.changes is None else tuple(snap.changes[table.source]["rowids"])
     with source.connect(snap.path) as conn:
         facts = sqlite_read.key_facts(conn, table) if rowids != () else KeyFacts()  # nothing to redo
+        per_chunk = chunk_size.rows_per_chunk(conn, table, source.rows_per_chunk)
         if rowids is None:
-            chunks = tuple(sqlite_read.range_chunks(conn, table, source.rows_per_chunk))
+            chunks = tuple(sqlite_read.range_chunks(conn, table, per_chunk))
             return SourceTable(table.source, snap.path, snap.stats[table.source]["rows"], chunks, facts)
-    chunks = tuple(sqlite_read.list_chunks(list(rowids), source.rows_per_chunk))
+    chunks = tuple(sqlite_read.list_chunks(list(rowids), per_chunk))
     return SourceTable(table.source, snap.path, len(rowids), chunks, facts, rowids, snap.delta(table.source))
 
 
@@ -96,7 +97,7 @@ def raw_asset(table: Table) -> dg.AssetsDefinition:
             metadata={
                 "dagster/row_count": planned.rows,
                 "chunks": len(planned.chunks),
-                "chunk_rows": source.rows_per_chunk,
+                "chunk_rows": max((c.rows for c in planned.chunks), default=0),
                 "rows_sharing_a_key": len(planned.facts.ambiguous),
                 "snapshot": dg.MetadataValue.path(source_snapshot.path),
                 "mode": mode,

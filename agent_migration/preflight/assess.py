@@ -33,7 +33,7 @@ from agent_migration.postgres.budget import TOP_REASONS, Budget, Share, describe
 from agent_migration.postgres.connection import TargetDatabase, redact
 from agent_migration.postgres.users import read_existing_users
 from agent_migration.preflight.profiling import TableProfile
-from agent_migration.source import sqlite_read
+from agent_migration.source import chunk_size, sqlite_read
 from agent_migration.source.database import SourceDatabase
 from agent_migration.source.files import check_source_shape, describe_source
 from agent_migration.source.usernames import referenced
@@ -93,7 +93,8 @@ def assess_table(
     started, snap = time.monotonic(), pre.snapshot
     with source.connect(snap.path) as conn:
         facts = sqlite_read.key_facts(conn, table)
-        chunks = tuple(sqlite_read.range_chunks(conn, table, source.rows_per_chunk))
+        per_chunk = chunk_size.rows_per_chunk(conn, table, source.rows_per_chunk)
+        chunks = tuple(sqlite_read.range_chunks(conn, table, per_chunk))
     planned = SourceTable(table.source, snap.path, snap.stats[table.source]["rows"], chunks, facts)
     keys = {col.name: parents[parent.name].loaded_keys for col, parent in table.parent_refs}
     is_parent = any(p is table for t in SOURCE_TABLES for _, p in t.parent_refs)
