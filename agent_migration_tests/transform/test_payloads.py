@@ -58,3 +58,19 @@ def test_multi_line_texts_take_no_per_row_json_and_a_nul_does():
 @given(st.text(ALPHABET, max_size=200))
 def test_json_text_is_jsons_own_string(text):
     assert json_text(text) == json.dumps(text, ensure_ascii=False)
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts=st.lists(TEXTS, min_size=1, max_size=30), data=st.data())
+def test_a_slice_escapes_as_its_own_values_do(texts, data):
+    """The bytes checked for quotes and control characters are the whole buffer's, a slice's too: what
+    lies outside the slice may add a pass, never skip one."""
+    column = pa.array(texts, pa.large_string())
+    start = data.draw(st.integers(0, len(texts) - 1))
+    part = texts[start : data.draw(st.integers(start, len(texts)))]
+    got, by_json = _json_value(column.slice(start, len(part)))
+    assert by_json.tolist() == [t is not None and "\x00" in t for t in part]
+    want = ["null" if t is None else json_text(t) for t in part]
+    assert [g for g, j in zip(got.to_pylist(), by_json, strict=True) if not j] == [
+        w for w, j in zip(want, by_json, strict=True) if not j
+    ]
