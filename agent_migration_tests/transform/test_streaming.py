@@ -13,6 +13,7 @@ import tempfile
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,7 @@ from agent_migration.core.rules import Json, Username
 from agent_migration.core.tables import SOURCE_TABLES, Table
 from agent_migration.resources import SqliteSource
 from agent_migration.source import sqlite_read
+from agent_migration.transform import streaming
 from agent_migration.transform.fastpath import UserMap, fast_column
 from agent_migration.transform.streaming import CleaningInputs, clean_stream
 from agent_migration_tests.core.test_rules import sqlite_values
@@ -165,7 +167,7 @@ def sources(draw):
     row = st.one_of(typical_rows(table), typical_rows(table), typical_rows(table), odd_rows(table))
     rows = draw(st.lists(row, min_size=1, max_size=24))
     parents = {c.name: draw(st.sets(st.integers(-3, 120), max_size=40)) for c, _ in table.parent_refs}
-    return table, rows, parents, draw(st.integers(1, 9))
+    return table, rows, parents, draw(st.integers(1, 9)), draw(st.sampled_from([1, 4, streaming.EXACT_ROWS]))
 
 
 def bind(value):
@@ -234,7 +236,7 @@ def expected(table: Table, raw: pd.DataFrame, users: pd.DataFrame, parents: dict
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(case=sources())
 def test_streamed_chunks_decide_every_row_as_the_exact_rules_on_the_whole_table(case, tmp_path_factory):
-    table, rows, parent_sets, chunk_rows = case
+    table, rows, parent_sets, chunk_rows, exact_rows = case  # exact rows gathered over chunks, or not
     tmp = tmp_path_factory.mktemp("stream")
     path = tmp / "db.sqlite"
     write(path, table, rows)
@@ -250,7 +252,8 @@ def test_streamed_chunks_decide_every_row_as_the_exact_rules_on_the_whole_table(
         chunks = sqlite_read.range_chunks(conn, table, chunk_rows)
         out = (tmp / "loaded.arrow", tmp / "rejects.arrow")
         reader = sqlite_read.ChunkReader(conn, adbc, table)
-        written = clean_stream(reader, table, chunks, CleaningInputs(users, parents, facts), out, keep_keys=False)
+        with patch.object(streaming, "EXACT_ROWS", exact_rows):
+            written = clean_stream(reader, table, chunks, CleaningInputs(users, parents, facts), out, keep_keys=False)
 
     with pa.OSFile(str(out[0])) as f:
         got_loaded = as_rows(table, pa.ipc.open_stream(f).read_all())
