@@ -1,7 +1,8 @@
 """The Dagster code location: every asset, check, job, schedule and resource of the migration.
 
-Nothing here reads the environment: every setting is read at run time by the resources (`resources.py`),
-so a run config that sets one field keeps the others from the environment."""
+No setting of the project is read here: every one is read at run time by the resources (`resources.py`),
+so a run config that sets one field keeps the others from the environment. Arrow's memory pool is chosen
+here, before anything allocates (`core/arrow_memory.py`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import dagster as dg
 
 from agent_migration import jobs, runlog
 from agent_migration.assets import extract, load, transform, validate, verify
+from agent_migration.core import arrow_memory
 from agent_migration.ops import preflight, rollback
 from agent_migration.ops import validate as validate_ops
 from agent_migration.resources import ExportFile, PostgresTarget, RunStorage, SqliteSource
+
+arrow_memory.prefer_jemalloc()
 
 ASSET_MODULES = [extract, transform, load, verify, validate]
 ASSETS = dg.load_assets_from_modules(ASSET_MODULES)

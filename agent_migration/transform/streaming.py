@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -64,10 +66,20 @@ class Outcome:
     fast_rows: int
 
 
+@dataclass(frozen=True)
+class Judged:
+    """One chunk's typed rows judged: loadable rows, and the rejects decided there, built when called
+    (their JSON payloads cost most of a reject, so a thread of their own builds them)."""
+
+    loaded: pa.Table
+    rejects: Callable[[], pa.Table]
+    fast_rows: int
+
+
 def fast_chunk(
     table: Table, typed: pa.Table, ctx: CleaningInputs, ids: UserMap
-) -> tuple[pa.Table, pa.Table, np.ndarray]:
-    """Judge typed rows: (loaded, rejects decided here, rowids for the exact path)."""
+) -> tuple[pa.Table, Callable[[], pa.Table], np.ndarray]:
+    """Judge typed rows: (loaded, rejects decided here (see `Judged`), rowids for the exact path)."""
     rowids = typed.column(SOURCE_ROWID).to_numpy()
     exact = np.isin(rowids, ctx.facts.rowids)
     values, reasons, kinds = {}, [], []
@@ -96,15 +108,18 @@ def fast_chunk(
     loaded = pa.table({c.name: values[c.name] for c in table.migrated}).cast(arrow_schema(table.migrated))
     if not keep.all():  # (a filter copies every column, the chat text included)
         loaded = loaded.filter(pa.array(keep))
-    rows = typed.filter(pa.array(rejected))
+    return loaded, partial(_rejects, table, typed, pa.array(rejected), why, kind), rowids[exact]
+
+
+def _rejects(table: Table, typed: pa.Table, picked: pa.Array, why: pa.Array, kind: pa.Array) -> pa.Table:
+    """The picked rows as rejects (`REJECT_SCHEMA`): key, reason, payload, rowid, the reason's kind."""
+    rows = typed.filter(picked)
     key = rows.column(table.key_col.source).cast(pa.large_string())
-    picked = pa.array(rejected)
     payloads = typed_payloads(rows, table.source_columns)
-    rejects = pa.table(
+    return pa.table(
         [key, why.filter(picked), payloads, rows.column(SOURCE_ROWID), kind.filter(picked)],
         schema=REJECT_SCHEMA,
     )
-    return loaded, rejects, rowids[exact]
 
 
 def _among(values: pa.Array, sorted_keys: np.ndarray) -> np.ndarray:
@@ -155,9 +170,9 @@ EXACT_ROWS = 5_000  # rows for the exact rules, gathered over chunks: a call cos
 
 def clean_chunk(
     reader, table: Table, chunk: Chunk, typed: pa.Table, ctx: CleaningInputs, ids: UserMap, profile=None
-) -> tuple[Outcome, list[int]]:
-    """One chunk's typed rows through the fast path: (their outcome, the rowids of the chunk's rows for
-    the exact rules: those the fast path leaves, and those not typical). `profile` (preflight's
+) -> tuple[Judged, list[int]]:
+    """One chunk's typed rows through the fast path: (judged, the rowids of the chunk's rows for the
+    exact rules: those the fast path leaves, and those not typical). `profile` (preflight's
     `profiling.TableProfile`) sees the typed rows and the odd rows as stored."""
     loaded, rejects, exact = fast_chunk(table, typed, ctx, ids)
     odd: list[int] = []
@@ -165,7 +180,7 @@ def clean_chunk(
         odd = reader.odd_rowids(chunk, typed.column(SOURCE_ROWID).to_numpy())
     if profile is not None:
         profile.chunk(typed, reader.rows(odd) if odd else None, odd)
-    return Outcome(loaded, rejects, typed.num_rows - len(exact)), sorted(set(exact.tolist()) | set(odd))
+    return Judged(loaded, rejects, typed.num_rows - len(exact)), sorted(set(exact.tolist()) | set(odd))
 
 
 def exact_outcome(reader, table: Table, rowids: list[int], ctx: CleaningInputs) -> Outcome:
@@ -175,18 +190,29 @@ def exact_outcome(reader, table: Table, rowids: list[int], ctx: CleaningInputs) 
 
 
 def outcomes(reader, table: Table, chunks: Iterator[Chunk], ctx: CleaningInputs, profile=None) -> Iterator[Outcome]:
-    """Every chunk's fast-path outcome as it comes, and the exact rules' outcomes over `EXACT_ROWS` rows
-    at a time (the last ones after the last chunk): together, every row of the chunks once."""
-    ids, pending = UserMap.of(ctx.users), []
-    for chunk, typed in reader.typed(chunks):
-        got, exact = clean_chunk(reader, table, chunk, typed, ctx, ids, profile)
-        yield got
-        pending += exact
-        if len(pending) >= EXACT_ROWS:
-            yield exact_outcome(reader, table, pending, ctx)
-            pending = []
+    """Every chunk's fast-path outcome, one chunk behind (its rejects are built on a thread while the
+    next chunk is judged), and the exact rules' outcomes over `EXACT_ROWS` rows at a time (the last ones
+    after the last chunk): together, every row of the chunks once."""
+    ids, pending, ahead = UserMap.of(ctx.users), [], None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rejects") as builder:
+        for chunk, typed in reader.typed(chunks):
+            judged, exact = clean_chunk(reader, table, chunk, typed, ctx, ids, profile)
+            building = (judged, builder.submit(judged.rejects))
+            if ahead is not None:
+                yield _outcome(*ahead)
+            ahead = building
+            pending += exact
+            if len(pending) >= EXACT_ROWS:
+                yield exact_outcome(reader, table, pending, ctx)
+                pending = []
+        if ahead is not None:
+            yield _outcome(*ahead)
     if pending:
         yield exact_outcome(reader, table, pending, ctx)
+
+
+def _outcome(judged: Judged, rejects: Future) -> Outcome:
+    return Outcome(judged.loaded, rejects.result(), judged.fast_rows)
 
 
 def clean_stream(
