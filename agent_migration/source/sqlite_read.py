@@ -350,7 +350,7 @@ def _collision_probes(rule, values: list, table: Table) -> list:
         probes.add(text)
         if isinstance(v, float) and v.is_integer():
             probes.add(int(v))
-        if text is not None and text.lstrip("-").isdigit():
+        if text is not None and text.lstrip("-").isdigit() and text.isascii():  # '²' is a digit, no number
             probes.add(int(text))
     if rule.stored == "integer":
         return sorted(p for p in probes if isinstance(p, int) and -(2**63) <= p < 2**63)

@@ -33,7 +33,7 @@ from agent_migration.postgres import cutover, history
 from agent_migration.postgres.connection import TargetDatabase
 from agent_migration.source import sqlite_read
 from agent_migration.source.database import SourceDatabase
-from agent_migration.validation import compare, derived, expected, ledger, target_read
+from agent_migration.validation import compare, derived, digest, digest_pass, expected, ledger, target_read
 from agent_migration.validation.compare import Difference, Tally
 
 PARENTS = {parent.name for t in SOURCE_TABLES for _, parent in t.parent_refs}
@@ -137,9 +137,11 @@ def validate(
     sample: int | None = None,
     log: Callable[[str], None] | None = None,
     record: str | None = None,
+    by_digest: bool = True,
 ) -> Report:
     """Compare the target with its baseline snapshot: every row, or `sample` random rows per table.
-    `record` (a full validate's run id): when every row matches, record the ledger (`ledger.py`)."""
+    `record` (a full validate's run id): when every row matches, record the ledger (`ledger.py`).
+    `by_digest=False`: every table value by value (what the digests are held to)."""
     started = time.monotonic()
     log = log or (lambda _msg: None)
     with target_read.read_only(target) as conn, conn.cursor() as cur:
@@ -152,14 +154,14 @@ def validate(
             if record and sample is None and not notes:
                 writer = ledger.Writer(target, conn, record)
                 stack.callback(writer.close)
-            report = _compare(source, conn, cur, snapshot, sample, log)
+            report = _compare(source, conn, cur, snapshot, sample, log, by_digest)
             report = Report(snapshot, run_id, report.mode, notes, report.tables, time.monotonic() - started)
             if writer is not None and (said := writer.finish(report.ok, source, snapshot, run_id)):
                 log(said)
     return report
 
 
-def _compare(source: SourceDatabase, conn, cur, snapshot: str, sample: int | None, log) -> Report:
+def _compare(source: SourceDatabase, conn, cur, snapshot: str, sample: int | None, log, by_digest: bool) -> Report:
     """Every table compared (or a sample of each): a report without its header."""
     parents: dict[str, np.ndarray] = {}
     reports = []
@@ -168,7 +170,9 @@ def _compare(source: SourceDatabase, conn, cur, snapshot: str, sample: int | Non
         for table in SOURCE_TABLES:
             if sample is None:
                 found = listed if table is AGENTS else None
-                tally = full_table(snapshot, sconn, conn, cur, table, parents, source.rows_per_chunk, found)
+                tally = full_table(
+                    snapshot, sconn, conn, cur, table, parents, source.rows_per_chunk, found, by_digest
+                )
             else:
                 tally = sample_table(sconn, cur, table, sample)
             reports.append(TableReport.of(tally))
@@ -225,12 +229,21 @@ def full_table(
     parents: dict,
     chunk_rows: int,
     listed: list | None = None,
+    by_digest: bool = True,
 ) -> Tally:
     """Every source row of `table`, chunk by chunk in rowid order, then the target's rows without one;
     `listed` (the agents) gets each chunk's listings by the rules (`derived.for_sale`).
 
-    Pipelined: while PostgreSQL answers for one chunk (in a thread: the server works, the GIL is free),
-    the next chunk goes through the exact rules."""
+    A table without JSON columns is proven by digests (`digest_pass.py`). Otherwise pipelined: while
+    PostgreSQL answers for one chunk (in a thread: the server works, the GIL is free), the next chunk goes
+    through the exact rules."""
+    if by_digest and listed is None and digest.eligible(table) and digest.usable(cur, sconn):
+        tally, loads = digest_pass.full_table(
+            snapshot, sconn, conn, cur, table, _loaded_parents(table, parents), min(digest_pass.ROWS, chunk_rows)
+        )
+        if table.name in PARENTS:
+            parents[table.name] = loads
+        return tally
     tally = Tally(table.name)
     facts = expected.source_facts(sconn, table)
     rejects = compare.Rejects(table, target_read.stream_rejects(conn, table), tally)

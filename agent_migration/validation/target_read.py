@@ -51,7 +51,7 @@ def _expression(col: Col, ref: sql.Composable) -> sql.Composable:
     return ref
 
 
-def _columns(table: Table) -> tuple[list[sql.Composable], list[sql.Composable], sql.Composable]:
+def canonical_columns(table: Table) -> tuple[list[sql.Composable], list[sql.Composable], sql.Composable]:
     """(canonical expressions of the migrated columns, joins of users, the key's canonical expression)."""
     exprs, joins, key = [], [], None
     for i, col in enumerate(table.migrated):
@@ -74,7 +74,7 @@ def read_rows(cur, table: Table, keys: list) -> pd.DataFrame:
     of a lookup per key (rows of other keys are the caller's to ignore)."""
     if not keys:
         return _frame(table, [])
-    exprs, joins, key = _columns(table)
+    exprs, joins, key = canonical_columns(table)
     where, params = sql.SQL("{} = ANY(%s)").format(key), (keys,)
     if table.key_col.pg_type == "INTEGER" and not isinstance(table.key_col.rule, Username):
         lo, hi = min(keys), max(keys)
@@ -106,7 +106,7 @@ def _frame(table: Table, rows: list[tuple]) -> pd.DataFrame:
 
 def stream_keys(conn, table: Table) -> Iterator[list]:
     """Every canonical key the target table holds, in key order, `STREAM_ROWS` at a time."""
-    _, joins, key = _columns(table)
+    _, joins, key = canonical_columns(table)
     query = sql.SQL("SELECT {k} FROM {t} t {j} ORDER BY t.{pk}").format(
         k=key, t=qualified(table), j=sql.SQL(" ").join(joins), pk=sql.Identifier(table.key)
     )
@@ -189,7 +189,7 @@ def canonical_keys(cur, table: Table, pks: list) -> list:
     """The canonical keys (a user's name for a username key) of the rows with these primary keys."""
     if not pks:
         return []
-    _, joins, key = _columns(table)
+    _, joins, key = canonical_columns(table)
     cur.execute(
         sql.SQL("SELECT {k} FROM {t} t {j} WHERE t.{pk} = ANY(%s)").format(
             k=key, t=qualified(table), j=sql.SQL(" ").join(joins), pk=_pk(table)
@@ -204,7 +204,7 @@ def keys_naming_users(cur, table: Table, user_ids: list[int]) -> list:
     refs = [c for c in table.migrated if isinstance(c.rule, Username)]
     if not refs or not user_ids:
         return []
-    _, joins, key = _columns(table)
+    _, joins, key = canonical_columns(table)
     where = sql.SQL(" OR ").join(sql.SQL("t.{} = ANY(%(ids)s)").format(sql.Identifier(c.name)) for c in refs)
     cur.execute(
         sql.SQL("SELECT {k} FROM {t} t {j} WHERE {w}").format(
@@ -217,7 +217,7 @@ def keys_naming_users(cur, table: Table, user_ids: list[int]) -> list:
 
 def rows_of(conn, table: Table, names: list[str]) -> Iterator[pd.DataFrame]:
     """Every row of the table, canonical (KEY and the migrated columns `names`), `STREAM_ROWS` at a time."""
-    exprs, joins, key = _columns(table)
+    exprs, joins, key = canonical_columns(table)
     picked = [(c.name, e) for c, e in zip(table.migrated, exprs, strict=True) if c.name in names]
     query = sql.SQL("SELECT {k}, {e} FROM {t} t {j}").format(
         k=key,

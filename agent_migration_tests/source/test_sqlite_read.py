@@ -196,7 +196,8 @@ USERNAMES = st.one_of(
     st.just(NotUtf8(b"al\xffce")),
 )
 IDS = st.one_of(
-    st.integers(-1, 3), st.sampled_from(["1", "01", " 1", "x", 1.0, 1.5, None, 2**40, b"\x01", "1\x00"])
+    st.integers(-1, 3),
+    st.sampled_from(["1", "01", " 1", "x", 1.0, 1.5, None, 2**40, b"\x01", "1\x00", "²", "-٣"]),  # Unicode digits: no numbers
 )
 
 
