@@ -107,16 +107,17 @@ def eligible(table: Table) -> bool:
     return all(_source_column(c) is not None for c in table.migrated)
 
 
-def source_select(table: Table) -> str:
-    """SQLite: per row in rowid order from rowid `?` on (at most `?` rows): rowid, the key and each
-    parent reference as stored, and the row's canonical text where every value is plain (else NULL)."""
+def source_select(table: Table, bounded: bool) -> str:
+    """SQLite: per row in rowid order from rowid `?` on (`bounded`: below rowid `?`): rowid, the key
+    and each parent reference as stored, and the row's canonical text where every value is plain (else
+    NULL)."""
     conds, tokens = zip(*(_source_column(c) for c in table.migrated), strict=True)
     refs = [sqlite_ident(c.source) for c, _ in table.parent_refs]
     picked = ", ".join([sqlite_ident(table.key_col.source), *refs])
     return (
         f"SELECT rowid, {picked}, CASE WHEN {' AND '.join(f'({c})' for c in conds)} "
         f"THEN {' || '.join(tokens)} END FROM {sqlite_ident(table.source)} "
-        "WHERE rowid >= ? ORDER BY rowid LIMIT ?"
+        f"WHERE rowid >= ?{' AND rowid < ?' if bounded else ''} ORDER BY rowid"
     )
 
 
@@ -172,31 +173,56 @@ def _target_token(col: Col, expr: sql.Composable) -> sql.Composable:
     return sql.SQL("coalesce('i' || ({e})::text || ';', {n})").format(e=expr, n=sql.Literal(NULL))
 
 
-def target_query(table: Table) -> sql.Composable:
-    """PostgreSQL: (rows, digest) of the target rows whose canonical key is in %(keys)s (integer keys:
-    also BETWEEN %(lo)s AND %(hi)s, so the key index drives it)."""
+WHERE = {  # which target rows a chunk's digest covers: by their canonical key
+    "range": "{k} BETWEEN %(lo)s AND %(hi)s",  # every key between (integer keys without a gap)
+    "gaps": "{k} BETWEEN %(lo)s AND %(hi)s AND {k} <> ALL(%(gaps)s)",  # less a few
+    "any": "{k} = ANY(%(keys)s)",  # the keys given (text keys; integer keys far apart)
+}
+
+
+def target_query(table: Table, form: str) -> sql.Composable:
+    """PostgreSQL: (rows, digest) of the target rows a chunk's keys name (`WHERE[form]`)."""
     exprs, joins, key = target_read.canonical_columns(table)
     row = sql.SQL(" || ").join(_target_token(c, e) for c, e in zip(table.migrated, exprs, strict=True))
-    text_key = is_text(table.key_col)
-    order = sql.SQL('{} COLLATE "C"').format(key) if text_key else key
-    where = sql.SQL("{k} = ANY(%(keys)s)").format(k=key)
-    if not text_key:
-        where = sql.SQL("{k} BETWEEN %(lo)s AND %(hi)s AND {w}").format(k=key, w=where)
+    order = sql.SQL('{} COLLATE "C"').format(key) if is_text(table.key_col) else key
+    where = sql.SQL(WHERE[form]).format(k=key)
     return sql.SQL("SELECT count(*), md5(string_agg({r}, E'\\n' ORDER BY {o})) FROM {t} t {j} WHERE {w}").format(
         r=row, o=order, t=qualified(table), j=sql.SQL(" ").join(joins), w=where
     )
 
 
-def target_digest(cur, query: sql.Composable, table: Table, keys: list) -> tuple[int, str | None]:
-    """(rows, digest) of the target rows with these canonical keys."""
-    if not keys:
-        return 0, None
-    params = {"keys": keys}
-    if not is_text(table.key_col):
-        params |= {"lo": min(keys), "hi": max(keys)}
-    cur.execute(query, params)
-    count, digest = cur.fetchone()
-    return count, digest
+def key_filter(keys: list, text_key: bool) -> tuple[str, dict]:
+    """(the form of WHERE, its parameters) naming exactly these keys: an integer range where they leave
+    no gap or a few (a rejected row's), else the keys themselves. Parsing a list of 50,000 keys costs
+    the server more than digesting their rows."""
+    if text_key or not keys:
+        return "any", {"keys": keys}
+    values = np.asarray(keys, dtype=np.int64)
+    lo, hi = int(values.min()), int(values.max())
+    missing = hi - lo + 1 - len(values)
+    if missing == 0:
+        return "range", {"lo": lo, "hi": hi}
+    if missing <= len(values) // 4:
+        gaps = np.setdiff1d(np.arange(lo, hi + 1, dtype=np.int64), values, assume_unique=True)
+        return "gaps", {"lo": lo, "hi": hi, "gaps": gaps.tolist()}
+    return "any", {"keys": keys}
+
+
+class Target:
+    """The target side's digests of one table: its three queries, rendered once."""
+
+    def __init__(self, table: Table):
+        self.table = table
+        self.queries = {form: target_query(table, form) for form in WHERE}
+
+    def digest(self, cur, keys: list) -> tuple[int, str | None]:
+        """(rows, digest) of the target rows with these canonical keys."""
+        if not keys:
+            return 0, None
+        form, params = key_filter(keys, is_text(self.table.key_col))
+        cur.execute(self.queries[form], params)
+        count, found = cur.fetchone()
+        return count, found
 
 
 def usable(cur, sconn) -> bool:

@@ -33,7 +33,16 @@ from agent_migration.postgres import cutover, history
 from agent_migration.postgres.connection import TargetDatabase
 from agent_migration.source import sqlite_read
 from agent_migration.source.database import SourceDatabase
-from agent_migration.validation import compare, derived, digest, digest_pass, expected, ledger, target_read
+from agent_migration.validation import (
+    compare,
+    derived,
+    digest,
+    digest_pass,
+    digest_read,
+    expected,
+    ledger,
+    target_read,
+)
 from agent_migration.validation.compare import Difference, Tally
 
 PARENTS = {parent.name for t in SOURCE_TABLES for _, parent in t.parent_refs}
@@ -166,12 +175,16 @@ def _compare(source: SourceDatabase, conn, cur, snapshot: str, sample: int | Non
     parents: dict[str, np.ndarray] = {}
     reports = []
     listed: list[pd.DataFrame] = []  # the listings the rules make of the agents, chunk by chunk
-    with source.connect(snapshot) as sconn:
+    with source.connect(snapshot) as sconn, ExitStack() as stack:
+        readers = None
+        if sample is None and by_digest:  # worker processes start now, while the agents are compared
+            readers = digest_read.readers_for(sconn)
+            stack.callback(readers.close)
         for table in SOURCE_TABLES:
             if sample is None:
                 found = listed if table is AGENTS else None
                 tally = full_table(
-                    snapshot, sconn, conn, cur, table, parents, source.rows_per_chunk, found, by_digest
+                    snapshot, sconn, conn, cur, table, parents, source.rows_per_chunk, found, by_digest, readers
                 )
             else:
                 tally = sample_table(sconn, cur, table, sample)
@@ -230,6 +243,7 @@ def full_table(
     chunk_rows: int,
     listed: list | None = None,
     by_digest: bool = True,
+    readers: digest_read.Readers | None = None,
 ) -> Tally:
     """Every source row of `table`, chunk by chunk in rowid order, then the target's rows without one;
     `listed` (the agents) gets each chunk's listings by the rules (`derived.for_sale`).
@@ -238,9 +252,12 @@ def full_table(
     PostgreSQL answers for one chunk (in a thread: the server works, the GIL is free), the next chunk goes
     through the exact rules."""
     if by_digest and listed is None and digest.eligible(table) and digest.usable(cur, sconn):
-        tally, loads = digest_pass.full_table(
-            snapshot, sconn, conn, cur, table, _loaded_parents(table, parents), min(digest_pass.ROWS, chunk_rows)
-        )
+        rows, refs = min(digest_pass.ROWS, chunk_rows), _loaded_parents(table, parents)
+        with ExitStack() as stack:
+            if readers is None:
+                readers = digest_read.Readers()
+                stack.callback(readers.close)
+            tally, loads = digest_pass.full_table(readers, snapshot, sconn, conn, cur, table, refs, rows)
         if table.name in PARENTS:
             parents[table.name] = loads
         return tally

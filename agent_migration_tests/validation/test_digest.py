@@ -14,7 +14,7 @@ from agent_migration.core.tables import AGENTS, CHAT_MESSAGES, PAYMENTS, SOURCE_
 from agent_migration.core.values import SURROGATES
 from agent_migration.postgres.ddl import SCHEMA
 from agent_migration.source import sqlite_read
-from agent_migration.validation import digest, digest_pass, expected
+from agent_migration.validation import digest, digest_read, expected
 from agent_migration_tests.conftest import create_database, query
 from agent_migration_tests.core.test_rules import sqlite_values
 from agent_migration_tests.dagster_layer.test_bad_input import _write
@@ -82,15 +82,16 @@ def test_a_row_sqlite_calls_plain_loads_by_the_exact_rules_with_the_same_canonic
         mixed = [st.one_of(v, sqlite_values) for v in values]
         raw_rows = data.draw(st.lists(st.one_of(st.tuples(*values), st.tuples(*mixed)), max_size=12))
         conn = _source(table, [*raw_rows, KNOWN[table.source]])
-        fetched = digest_pass.fetch(conn, table, digest_pass.FIRST, 1000)
+        conn.text_factory = bytes
+        block = np.array(conn.execute(digest.source_select(table, False), (digest_read.FIRST,)).fetchall(), dtype=object)
         facts = sqlite_read.key_facts(conn, table)
         parents = {col.name: np.array([1, 7], dtype=np.int64) for col, _ in table.parent_refs}
-        plain = digest_pass.utf8(fetched.texts, digest_pass.plain_rows(table, fetched, facts, parents))
+        plain = digest_read.plain_rows(table, block, facts.rowids, parents)
         assert plain[-1] or len(facts.rowids), table.name  # the known row (unless its key is shared)
-        raw = expected.read_rowids(conn, table, fetched.rowids.tolist())
+        raw = expected.read_rowids(conn, table, block[:, 0].tolist())
         exact = expected.expect(table, raw, facts, parents, vectorized=False)
         texts = dict(zip(exact.loaded[expected.KEY].tolist(), digest.render(table, exact.loaded), strict=True))
-        for key, text in zip(fetched.keys[plain], fetched.texts[plain], strict=True):
+        for key, text in zip(block[plain, 1], block[plain, -1], strict=True):
             key = key.decode("utf-8") if isinstance(key, bytes) else key
             assert key in texts, (table.name, key, "plain in SQLite, not loaded by the rules")
             assert texts[key] == text, (table.name, key)
