@@ -159,14 +159,14 @@ def text_flags(text: pd.Series) -> tuple[pd.Index, pd.Index]:
     return text.index[nul], text.index[bad]
 
 
-def _strings_in(obj: object) -> bool:
+def strings_in(obj: object) -> bool:
     """True when a parsed JSON value holds a string (key or value) that PostgreSQL JSONB cannot store."""
     if isinstance(obj, str):
         return "\x00" in obj or bool(SURROGATES.search(obj))
     if isinstance(obj, dict):
-        return any(_strings_in(k) or _strings_in(v) for k, v in obj.items())
+        return any(strings_in(k) or strings_in(v) for k, v in obj.items())
     if isinstance(obj, list):
-        return any(_strings_in(v) for v in obj)
+        return any(strings_in(v) for v in obj)
     return False
 
 
@@ -179,6 +179,6 @@ def json_problem(text: str) -> str | None:
         parsed = json.loads(text, parse_constant=no_constants)
     except (ValueError, RecursionError) as exc:
         return f"is not valid JSON ({str(exc)[:80]})"
-    if _strings_in(parsed):
+    if strings_in(parsed):
         return "is JSON holding a NUL or unpaired surrogate, which JSONB cannot store"
     return None

@@ -11,7 +11,7 @@ import sqlite3
 import numpy as np
 import pandas as pd
 
-from agent_migration.core.tables import BATTLES, MARKETPLACE_LISTINGS, SOURCE_TABLES, USERS
+from agent_migration.core.tables import AGENTS, BATTLES, MARKETPLACE_LISTINGS, SOURCE_TABLES, USERS
 from agent_migration.validation import compare, expected, target_read
 from agent_migration.validation.compare import Difference, Tally
 from agent_migration.validation.expected import KEY
@@ -24,6 +24,12 @@ COMPARED = ("seller_id", "price")  # a listing's columns the rules set (status: 
 def tallies(sconn: sqlite3.Connection, conn, cur, listed: list[pd.DataFrame]) -> list[Tally]:
     """`users`, `marketplace_listings` (from the agents' `listed` chunks), `battles`, stray rejects."""
     return [users(sconn, cur), listings(cur, listed), battles(conn), stray_rejects(cur)]
+
+
+def listed_by_target(conn) -> list[pd.DataFrame]:
+    """The listings the rules make of the agents the target holds, once those are proven."""
+    columns = ["for_sale", "price", "owner_id"]
+    return [for_sale(rows) for rows in target_read.rows_of(conn, AGENTS, columns)]
 
 
 def users(sconn: sqlite3.Connection, cur, want: set[str] | None = None) -> Tally:

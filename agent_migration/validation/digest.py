@@ -22,7 +22,9 @@ value by value, which names the column.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -33,6 +35,7 @@ from agent_migration.core.rules import (
     INT32_MIN,
     Boolean,
     Integer,
+    Json,
     Money,
     OneOf,
     Text,
@@ -40,9 +43,11 @@ from agent_migration.core.rules import (
     Username,
 )
 from agent_migration.core.tables import Col, Table
+from agent_migration.core.values import no_constants, strings_in
 from agent_migration.postgres.merge import target as qualified
 from agent_migration.source.files import sqlite_ident
 from agent_migration.validation import target_read
+from agent_migration.validation.plain import JSON_NULL
 
 NULL = "N;"
 # Seconds since the epoch of a valid SQLite time: unixepoch() where SQLite has it (3.38), else strftime.
@@ -92,6 +97,8 @@ def _source_column(col: Col) -> tuple[str, str] | None:
         )
         token = f"coalesce('i' || ({_EPOCH.format(c=c)} * 1000000) || ';', '{NULL}')"
         return _nullable(col, cond, c), token
+    if isinstance(rule, Json):  # the token is rendered from the parsed text (`json_token`)
+        return f"(typeof({c}) = 'text' AND instr({c}, char(0)) = 0) OR {c} IS NULL", None
     if isinstance(rule, Money):
         unit = 10**rule.scale
         cond = (
@@ -103,20 +110,71 @@ def _source_column(col: Col) -> tuple[str, str] | None:
 
 
 def eligible(table: Table) -> bool:
-    """Every migrated column has a plain form in SQL (a JSON column has none)."""
+    """Every migrated column has a plain form."""
     return all(_source_column(c) is not None for c in table.migrated)
 
 
+def json_columns(table: Table) -> list[Col]:
+    return [c for c in table.migrated if isinstance(c.rule, Json)]
+
+
+def ordered(table: Table) -> list[Col]:
+    """The columns in the order of their tokens: JSON columns last (SQLite makes the others' text)."""
+    return [c for c in table.migrated if not isinstance(c.rule, Json)] + json_columns(table)
+
+
+def _number(value: float) -> str:
+    """A JSON number as JSONB prints it (numeric: positional, no exponent, no negative zero), for the
+    number Python parsed; another spelling of it ('1.50') shows as a difference and is compared by value."""
+    text = format(Decimal(repr(value)), "f") if isinstance(value, float) else str(value)
+    return text[1:] if text.startswith("-") and value == 0 else text
+
+
+def json_text(value) -> str:
+    """A parsed JSON value as JSONB's text: keys shortest first then byte order, `, ` and `: `, strings
+    escaped as JSON does (control characters as \\u00xx, the rest as is)."""
+    if value is None or value is JSON_NULL:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return _number(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(json_text(v) for v in value) + "]"
+    items = sorted(value.items(), key=lambda kv: (len(kv[0].encode("utf-8")), kv[0].encode("utf-8")))
+    return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {json_text(v)}" for k, v in items) + "}"
+
+
+def _text_token(text: str) -> str:
+    return f"s{len(text.encode('utf-8', 'surrogatepass'))}:{text}"
+
+
+def json_token(rule: Json, stored: bytes | None) -> str | None:
+    """The token of a stored JSON value whose text is plain to SQLite, or None: the rules may reject it
+    (not UTF-8, not JSON, a string JSONB cannot hold); `rule.empty` stands for NULL and ''."""
+    if not stored:
+        return NULL if rule.empty is None else _text_token(json_text(json.loads(rule.empty)))
+    try:
+        value = json.loads(stored.decode("utf-8"), parse_constant=no_constants)
+    except (ValueError, RecursionError):
+        return None
+    return None if strings_in(value) else _text_token(json_text(value))
+
+
 def source_select(table: Table, bounded: bool) -> str:
-    """SQLite: per row in rowid order from rowid `?` on (`bounded`: below rowid `?`): rowid, the key
-    and each parent reference as stored, and the row's canonical text where every value is plain (else
-    NULL)."""
-    conds, tokens = zip(*(_source_column(c) for c in table.migrated), strict=True)
+    """SQLite: per row in rowid order from rowid `?` on (`bounded`: below rowid `?`): rowid, the key,
+    each parent reference and each JSON column as stored, and the canonical text of the row's other
+    columns where every value is plain (else NULL)."""
+    conds, tokens = zip(*(_source_column(c) for c in ordered(table)), strict=True)
     refs = [sqlite_ident(c.source) for c, _ in table.parent_refs]
-    picked = ", ".join([sqlite_ident(table.key_col.source), *refs])
+    jsons = [sqlite_ident(c.source) for c in json_columns(table)]
+    picked = ", ".join([sqlite_ident(table.key_col.source), *refs, *jsons])
+    text = " || ".join(t for t in tokens if t is not None) or "''"
     return (
         f"SELECT rowid, {picked}, CASE WHEN {' AND '.join(f'({c})' for c in conds)} "
-        f"THEN {' || '.join(tokens)} END FROM {sqlite_ident(table.source)} "
+        f"THEN {text} END FROM {sqlite_ident(table.source)} "
         f"WHERE rowid >= ?{' AND rowid < ?' if bounded else ''} ORDER BY rowid"
     )
 
@@ -125,7 +183,7 @@ def _token(value, text: bool) -> str:
     if value is None or value is pd.NA:
         return NULL
     if text:
-        return f"s{len(value.encode('utf-8', 'surrogatepass'))}:{value}"
+        return _text_token(value)
     if isinstance(value, bool | np.bool_):
         return "i1;" if value else "i0;"
     return f"i{int(value)};"
@@ -133,7 +191,12 @@ def _token(value, text: bool) -> str:
 
 def render(table: Table, loaded: pd.DataFrame) -> list[bytes]:
     """The canonical text (UTF-8) of expected rows, from their canonical values (`expected.canonical`)."""
-    columns = [(loaded[c.name].tolist(), is_text(c)) for c in table.migrated]
+    columns = [(loaded[c.name].tolist(), is_text(c)) for c in ordered(table)]
+    jsons = [loaded[c.name].tolist() for c in json_columns(table)]
+    if jsons:  # a JSON column's canonical value is the parsed value: its token is of its JSONB text
+        columns = columns[: len(columns) - len(jsons)] + [
+            ([None if v is None else json_text(v) for v in values], True) for values in jsons
+        ]
     return [
         "".join(_token(values[i], text) for values, text in columns).encode("utf-8", "surrogatepass")
         for i in range(len(loaded))
@@ -162,6 +225,10 @@ def of_rows(keys: list, texts: list[bytes], text_key: bool) -> tuple[int, str | 
 
 
 def _target_token(col: Col, expr: sql.Composable) -> sql.Composable:
+    if isinstance(col.rule, Json):  # `expr` is already its text (target_read: `::text`)
+        return sql.SQL("coalesce('s' || octet_length({e})::text || ':' || {e}, {n})").format(
+            e=expr, n=sql.Literal(NULL)
+        )
     if is_text(col):
         return sql.SQL("coalesce('s' || octet_length({e})::text || ':' || {e}, {n})").format(
             e=expr, n=sql.Literal(NULL)
@@ -180,10 +247,16 @@ WHERE = {  # which target rows a chunk's digest covers: by their canonical key
 }
 
 
+def target_row(table: Table) -> tuple[sql.Composable, list[sql.Composable], sql.Composable]:
+    """PostgreSQL: (a stored row's canonical text, the joins it needs, its canonical key)."""
+    exprs, joins, key = target_read.canonical_columns(table)
+    by_name = {c.name: (c, e) for c, e in zip(table.migrated, exprs, strict=True)}
+    return sql.SQL(" || ").join(_target_token(*by_name[c.name]) for c in ordered(table)), joins, key
+
+
 def target_query(table: Table, form: str) -> sql.Composable:
     """PostgreSQL: (rows, digest) of the target rows a chunk's keys name (`WHERE[form]`)."""
-    exprs, joins, key = target_read.canonical_columns(table)
-    row = sql.SQL(" || ").join(_target_token(c, e) for c, e in zip(table.migrated, exprs, strict=True))
+    row, joins, key = target_row(table)
     order = sql.SQL('{} COLLATE "C"').format(key) if is_text(table.key_col) else key
     where = sql.SQL(WHERE[form]).format(k=key)
     return sql.SQL("SELECT count(*), md5(string_agg({r}, E'\\n' ORDER BY {o})) FROM {t} t {j} WHERE {w}").format(

@@ -73,12 +73,16 @@ def _loads(values: np.ndarray, loaded: np.ndarray) -> np.ndarray:
 
 
 def plain_rows(table: Table, block: np.ndarray, shared: np.ndarray, parents: dict[str, np.ndarray]) -> np.ndarray:
-    """Rows whose canonical text SQLite made, whose key no other row shares, whose parents load."""
+    """Rows whose canonical text SQLite made (and, with JSON columns, their tokens appended: the text is
+    then whole), whose key no other row shares, whose parents load."""
     plain = ~pd.isna(block[:, -1]) & ~np.isin(block[:, 0].astype(np.int64), shared)
     for i, (col, _) in enumerate(table.parent_refs):
         at = np.flatnonzero(plain)
         plain[at] &= _loads(block[at, 2 + i], parents[col.name])
-    return utf8(block[:, -1], plain)
+    plain = utf8(block[:, -1], plain)
+    if digest.json_columns(table):
+        _with_json(table, block, plain)
+    return plain
 
 
 _local = threading.local()
@@ -99,7 +103,8 @@ def sift(snapshot: str, name: str, start: int, stop: int | None, shared: np.ndar
     table = next(t for t in SOURCE_TABLES if t.name == name)
     params = (start,) if stop is None else (start, stop)
     rows = _connect(snapshot).execute(digest.source_select(table, stop is not None), params).fetchall()
-    block = np.empty((len(rows), 3 + len(table.parent_refs)), dtype=object)
+    jsons = digest.json_columns(table)
+    block = np.empty((len(rows), 3 + len(table.parent_refs) + len(jsons)), dtype=object)
     if rows:
         block[:] = rows
     plain = plain_rows(table, block, shared, parents)
@@ -112,6 +117,19 @@ def sift(snapshot: str, name: str, start: int, stop: int | None, shared: np.ndar
     mine = digest.of_rows(keys, texts, digest.is_text(table.key_col))
     rest = rowids[~plain]
     return Sifted(upto, rowids[plain], keys, mine, rest, texts if len(rest) else None)
+
+
+def _with_json(table: Table, block: np.ndarray, plain: np.ndarray) -> None:
+    """Each plain row's JSON tokens appended to its text (last: `digest.ordered`); a row whose JSON the
+    rules may reject is not plain after all."""
+    first = 2 + len(table.parent_refs)
+    rules = [c.rule for c in digest.json_columns(table)]
+    for at in np.flatnonzero(plain):
+        tokens = [digest.json_token(rule, block[at, first + j]) for j, rule in enumerate(rules)]
+        if None in tokens:
+            plain[at] = False
+        else:
+            block[at, -1] += "".join(tokens).encode("utf-8")
 
 
 def bounds(conn: sqlite3.Connection, table: Table, rows: int) -> Iterator[tuple[int, int | None]]:

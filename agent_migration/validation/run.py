@@ -248,10 +248,10 @@ def full_table(
     """Every source row of `table`, chunk by chunk in rowid order, then the target's rows without one;
     `listed` (the agents) gets each chunk's listings by the rules (`derived.for_sale`).
 
-    A table without JSON columns is proven by digests (`digest_pass.py`). Otherwise pipelined: while
-    PostgreSQL answers for one chunk (in a thread: the server works, the GIL is free), the next chunk goes
-    through the exact rules."""
-    if by_digest and listed is None and digest.eligible(table) and digest.usable(cur, sconn):
+    By digests (`digest_pass.py`), or (`by_digest=False`) value by value, pipelined: while PostgreSQL
+    answers for one chunk (in a thread: the server works, the GIL is free), the next chunk goes through
+    the exact rules."""
+    if by_digest and digest.eligible(table) and digest.usable(cur, sconn):
         rows, refs = min(digest_pass.ROWS, chunk_rows), _loaded_parents(table, parents)
         with ExitStack() as stack:
             if readers is None:
@@ -260,6 +260,8 @@ def full_table(
             tally, loads = digest_pass.full_table(readers, snapshot, sconn, conn, cur, table, refs, rows)
         if table.name in PARENTS:
             parents[table.name] = loads
+        if listed is not None:  # the agents, proven: their listings by the rules
+            listed.extend(derived.listed_by_target(conn))
         return tally
     tally = Tally(table.name)
     facts = expected.source_facts(sconn, table)

@@ -25,9 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
-from agent_migration.core.tables import AGENTS, SOURCE_TABLES, USERS, Table
+from agent_migration.core.tables import SOURCE_TABLES, USERS, Table
 from agent_migration.postgres import ledger as pg_ledger
 from agent_migration.source import row_diff
 from agent_migration.validation import compare, derived, expected, ledger, run, target_read
@@ -194,12 +193,6 @@ def prove_table(p: Proof, table: Table) -> Tally:
     return tally
 
 
-def _listed(conn) -> list[pd.DataFrame]:
-    """The listings the rules make of the agents the target holds (proven just before)."""
-    columns = ["for_sale", "price", "owner_id"]
-    return [derived.for_sale(rows) for rows in target_read.rows_of(conn, AGENTS, columns)]
-
-
 def prove(source, target, log: Callable[[str], None]) -> run.Report:
     """Every row proven: in full where changed since the ledger, else by it; no ledger: the full validate."""
     started = time.monotonic()
@@ -222,7 +215,7 @@ def _prove_since(source, conn, cur, snapshot, published_by, found: ledger.Usable
         p.counts.update({t.name: row_diff.count(sconn, t) for t in SOURCE_TABLES})
         began = time.monotonic()
         tallies = [prove_table(p, table) for table in SOURCE_TABLES]
-        tallies += [derived.users(sconn, cur, changes.usernames), derived.listings(cur, _listed(conn))]
+        tallies += [derived.users(sconn, cur, changes.usernames), derived.listings(cur, derived.listed_by_target(conn))]
         tallies += [derived.battles(conn), derived.stray_rejects(cur)]
         total = sum(p.counts.values())
     proof_s = time.monotonic() - began

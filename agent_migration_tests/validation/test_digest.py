@@ -9,10 +9,12 @@ import psycopg2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg2 import sql
 
 from agent_migration.core.tables import AGENTS, CHAT_MESSAGES, PAYMENTS, SOURCE_TABLES, USER_BALANCE
 from agent_migration.core.values import SURROGATES
 from agent_migration.postgres.ddl import SCHEMA
+from agent_migration.postgres.merge import target as qualified
 from agent_migration.source import sqlite_read
 from agent_migration.validation import digest, digest_read, expected
 from agent_migration_tests.conftest import create_database, query
@@ -40,10 +42,22 @@ NEAR_MISSES = [
     2**31 - 1,
     2**31,
     True,
+    '{"a": 1, "a": [2]}',  # JSON: a key twice (the last wins), numbers spelled otherwise, escapes
+    '[1.50, 1e2, -0, -0.0, 1e999, 12345678901234567890]',
+    '{"\\u0000": 1}',
+    '"\\ud800"',
+    '{"k": "\\u001f\\t\\u2028/"}',
+    "NaN",
+    "null",
+    "",
 ]
 
 
 KNOWN = {  # a plain row per table, inserted last: the test sees plain rows in every example
+    "agents": (
+        10**6, "Ava", "alice", '{"b": [1, 2.5, "x\\n"], "a": null, "é": {}}', 100, 0, 3, "rare",
+        "null", 5, 1, 10, "2024-01-02 03:04:05", None,
+    ),
     "user_balance": ("zed", 5, "2024-01-02 03:04:05"),
     "payments": (10**6, "alice", 9.99, "USD", "paid", "card", "t1", "s1", "p1", 10, "2024-01-02 03:04:05", None),
     "chat_messages": (10**6, 7, "alice", "hello\nthere \U0001f600", "user", "1999-12-31 23:59:59"),
@@ -67,9 +81,8 @@ def _source(table, rows: list[tuple]) -> sqlite3.Connection:
     return conn
 
 
-def test_tables_with_json_have_no_digest_and_the_others_do():
-    assert not digest.eligible(AGENTS)
-    assert DIGESTED == [USER_BALANCE, PAYMENTS, CHAT_MESSAGES]
+def test_every_source_table_has_a_digest():
+    assert DIGESTED == [AGENTS, USER_BALANCE, PAYMENTS, CHAT_MESSAGES]
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
@@ -132,16 +145,11 @@ def test_the_canonical_text_keeps_apart_what_differs():
 
 def _target_texts(url: str, table) -> dict:
     """The canonical text PostgreSQL renders for every stored row, by canonical key."""
-    from agent_migration.validation import target_read
-
-    exprs, joins, key = target_read.canonical_columns(table)
-    from psycopg2 import sql
-
-    row = sql.SQL(" || ").join(digest._target_token(c, e) for c, e in zip(table.migrated, exprs, strict=True))
+    row, joins, key = digest.target_row(table)
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute(
-            sql.SQL("SELECT {k}, {r} FROM public.{t} t {j}").format(
-                k=key, r=row, t=sql.Identifier(table.name), j=sql.SQL(" ").join(joins)
+            sql.SQL("SELECT {k}, {r} FROM {t} t {j}").format(
+                k=key, r=row, t=qualified(table), j=sql.SQL(" ").join(joins)
             )
         )
         return {k: text.encode("utf-8") for k, text in cur.fetchall()}
