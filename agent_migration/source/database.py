@@ -95,10 +95,11 @@ class SourceDatabase:
         finally:
             conn.close()
 
-    def snapshot(self, run_id: str, keep: str | None = None) -> Path:
+    def snapshot(self, run_id: str, keep: str | None = None, check: bool = True) -> Path:
         """Copy the live source into the backup folder: as a file under SQLite's shared lock, or for a WAL
         database with SQLite's online backup API. Keep the last N (and `keep`: the snapshot a change-only
-        re-sync compares with; a copy byte-identical to it needs no integrity check of its own)."""
+        re-sync compares with; a copy byte-identical to it needs no integrity check of its own).
+        `check=False`: the caller runs `check_integrity` itself (alongside its own reading)."""
         source = self.check_file()
         folder = self.backup_folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -142,8 +143,8 @@ class SourceDatabase:
         except sqlite3.DatabaseError as exc:
             copy.unlink(missing_ok=True)
             raise MigrationError(f"SQLITE_PATH {self.sqlite_path!r} is corrupt or not a database: {exc}.") from None
-        if keep is None or not same_file(copy, keep):
-            self._check_integrity(copy)
+        if check and (keep is None or not same_file(copy, keep)):
+            self.check_integrity(copy)
         self._prune(folder, source.stem, keep)
         return copy
 
@@ -154,7 +155,7 @@ class SourceDatabase:
             if keep is None or old.resolve() != Path(keep).resolve():
                 old.unlink(missing_ok=True)
 
-    def _check_integrity(self, copy: Path) -> None:
+    def check_integrity(self, copy: Path) -> None:
         try:
             with self.connect(copy) as conn:
                 result = conn.execute("PRAGMA quick_check").fetchall()

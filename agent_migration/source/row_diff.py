@@ -33,11 +33,19 @@ def _rowids(conn: sqlite3.Connection, query: str, params: tuple = ()) -> np.ndar
 
 def changed(conn: sqlite3.Connection, table: Table) -> tuple[np.ndarray, np.ndarray]:
     """(rowids of the current table whose row is new or differs from the proven one, rowids only the
-    proven snapshot has), each sorted."""
+    proven snapshot has), each sorted. One pass where SQLite has FULL JOIN (3.39): its second pass over
+    the proven table only reads which rows went unmatched, instead of looking each one up."""
     name = sqlite_ident(table.source)
     same = " AND ".join(
         f"n.{sqlite_ident(c)} IS o.{sqlite_ident(c)} COLLATE BINARY" for c in table.source_columns
     )
+    if sqlite3.sqlite_version_info >= (3, 39):
+        rows = conn.execute(
+            f"SELECT n.rowid, o.rowid FROM main.{name} n FULL JOIN {OLD}.{name} o ON o.rowid = n.rowid "
+            f"WHERE n.rowid IS NULL OR o.rowid IS NULL OR NOT ({same})"
+        ).fetchall()
+        new = np.sort(np.fromiter((n for n, _ in rows if n is not None), dtype=np.int64))
+        return new, np.sort(np.fromiter((o for n, o in rows if n is None), dtype=np.int64))
     new = _rowids(
         conn,
         f"SELECT n.rowid FROM main.{name} n LEFT JOIN {OLD}.{name} o ON o.rowid = n.rowid "

@@ -6,13 +6,14 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from agent_migration.core.artifacts import Snapshot
 from agent_migration.core.tables import SOURCE_TABLES
 from agent_migration.source import delta
 from agent_migration.source.database import SourceDatabase
-from agent_migration.source.files import check_source_shape, describe_source
+from agent_migration.source.files import check_source_shape, describe_source, same_file
 from agent_migration.source.sqlite_read import schema_objects, table_stats
 
 
@@ -48,12 +49,20 @@ def run_dir(source: SourceDatabase, run_id: str) -> Path:
 def take_snapshot(source: SourceDatabase, run_id: str, base: dict | None, log) -> Snapshot:
     """Copy the source, check its shape, count it and plan a re-sync's changes against `base` (the
     target's last published run, `history.find_baseline`; None: a full run)."""
-    copy = source.snapshot(run_id, keep=base["snapshot"] if base else None)
-    with source.connect(copy) as conn:
-        extra = check_source_shape(describe_source(conn), source.sqlite_path)
-        stats = {t.source: table_stats(conn, t) for t in SOURCE_TABLES}
-        schema = schema_objects(conn)
-        changes = plan_changes(conn, base, copy, log)
+    copy = source.snapshot(run_id, keep=base["snapshot"] if base else None, check=False)
+    fresh = not base or not same_file(copy, base["snapshot"])  # a copy of the baseline's bytes was checked
+    with ThreadPoolExecutor(max_workers=1) as checker:
+        # The integrity check reads the whole copy in SQLite (no GIL): the plan's comparison goes on meanwhile.
+        checked = checker.submit(source.check_integrity, copy) if fresh else None
+        try:
+            with source.connect(copy) as conn:
+                extra = check_source_shape(describe_source(conn), source.sqlite_path)
+                stats = {t.source: table_stats(conn, t) for t in SOURCE_TABLES}
+                schema = schema_objects(conn)
+                changes = plan_changes(conn, base, copy, log)
+        finally:
+            if checked is not None:
+                checked.result()  # a corrupt copy fails the run with its own clear error, first
     if base and str(copy) == str(Path(base["snapshot"]).resolve()):
         log(f"source {source.sqlite_path} unchanged since run {base['run_id']} (byte for byte): its snapshot {copy} serves this run")
     else:

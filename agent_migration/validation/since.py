@@ -19,10 +19,13 @@ No usable ledger: the full `validate`, and the log says why and how to shorten t
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -75,19 +78,24 @@ class Proof:
     full: list[str] = field(default_factory=list)  # tables proven by a full pass, with why
 
 
-def find_changes(sconn, cur, kind: str) -> tuple[Changes, float, float]:
-    """What changed since the ledger: source by SQLite (here), target by PostgreSQL (in a thread)."""
+def find_changes(sconn, snapshot: str, cur, kind: str) -> tuple[Changes, float, float]:
+    """What changed since the ledger: source by SQLite (here; the usernames it references in a thread),
+    target by PostgreSQL (in another)."""
 
     def target_side() -> tuple[dict, pg_ledger.ChangedRejects, float]:
         began = time.monotonic()
         found = {t.name: pg_ledger.changed(cur, t, kind) for t in (*SOURCE_TABLES, USERS)}
         return found, pg_ledger.changed_rejects(cur), time.monotonic() - began
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(target_side)
+    def usernames_side() -> set[str]:  # its own connection: SQLite reads both files at once
+        with closing(sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True)) as own:
+            return expected.referenced_users(own, SOURCE_TABLES)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending, names = pool.submit(target_side), pool.submit(usernames_side)
         began = time.monotonic()
         source = {t.name: row_diff.changed(sconn, t) for t in SOURCE_TABLES}
-        usernames = expected.referenced_users(sconn, SOURCE_TABLES)
+        usernames = names.result()
         source_s = time.monotonic() - began
         target, rejects, target_s = pending.result()
     return Changes(source, target, rejects, usernames), source_s, target_s
@@ -210,7 +218,7 @@ def _prove_since(source, conn, cur, snapshot, published_by, found: ledger.Usable
     record = found.record
     with source.connect(snapshot) as sconn, source.connect(record.snapshot) as old:
         row_diff.attach(sconn, record.snapshot)
-        changes, source_s, target_s = find_changes(sconn, cur, found.kind)
+        changes, source_s, target_s = find_changes(sconn, str(Path(snapshot).resolve()), cur, found.kind)
         p = Proof(sconn, old, conn, cur, snapshot, record, changes, source.rows_per_chunk)
         p.counts.update({t.name: row_diff.count(sconn, t) for t in SOURCE_TABLES})
         began = time.monotonic()
