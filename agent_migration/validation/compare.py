@@ -218,3 +218,11 @@ def strays(table: Table, seen: np.ndarray, stream, tally: Tally) -> None:
             tally.note(
                 Difference(table.name, key_label(table, key), "extra", target="no source row loads it")
             )
+
+
+def sorted_once(parts: list[np.ndarray], dtype) -> np.ndarray:
+    """The parts as one sorted array, sorted in place: one copy of the keys in memory, not three."""
+    every = np.concatenate(parts) if parts else np.empty(0, dtype)
+    parts.clear()
+    every.sort()
+    return every

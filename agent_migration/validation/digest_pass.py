@@ -71,13 +71,6 @@ class Pass:
         return rejected.sort_values("rowid", ignore_index=True)
 
 
-def _sorted(parts: list[np.ndarray], dtype) -> np.ndarray:
-    every = np.concatenate(parts) if parts else np.empty(0, dtype)
-    parts.clear()
-    every.sort()
-    return every
-
-
 def full_table(
     readers: Readers, snapshot: str, sconn, conn, cur, table: Table, parents: dict[str, np.ndarray], rows: int
 ) -> tuple[Tally, np.ndarray]:
@@ -102,5 +95,5 @@ def full_table(
         if pending is not None:
             rejects.upto(pending.sifted.upto, one.finish(pending))
     rejects.finish()
-    compare.strays(table, _sorted(seen, np.uint64), target_read.stream_keys(conn, table), tally)
-    return tally, _sorted(keys, np.int64)
+    compare.strays(table, compare.sorted_once(seen, np.uint64), target_read.stream_keys(conn, table), tally)
+    return tally, compare.sorted_once(keys, np.int64)

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from agent_migration.source.files import sqlite_ident
 from agent_migration.validation import digest
 
 FIRST = -(2**63)
-PROCESS_ROWS = 500_000  # a table's rowid span from which its chunks are sifted in worker processes
+PROCESS_ROWS = 100_000  # a table's rowid span from which its chunks are sifted in worker processes
 PROCESSES = 2
 
 
@@ -144,16 +144,23 @@ def bounds(conn: sqlite3.Connection, table: Table, rows: int) -> Iterator[tuple[
         start = nxt[0]
 
 
+def ready() -> None:
+    """Nothing: a worker that ran it has imported this module."""
+
+
 class Readers:
-    """Where chunks are sifted: worker processes, started when made (they import while other tables are
-    compared), for the tables spanning `PROCESS_ROWS` rowids or more; one thread for the others."""
+    """Where chunks are sifted: worker processes, started when made, for the tables spanning
+    `PROCESS_ROWS` rowids or more; one thread for the others."""
 
     def __init__(self, processes: int = 0):
         self._pool: Executor | None = None
         if processes:
-            self._pool = ProcessPoolExecutor(processes, mp_context=get_context("spawn"))
+            # Forked: a worker starts in milliseconds with nothing to import (spawned, it would import the
+            # Dagster CLI again); it uses none of the connections or threads it inherits.
+            method = "fork" if "fork" in get_all_start_methods() else "spawn"
+            self._pool = ProcessPoolExecutor(processes, mp_context=get_context(method))
             for _ in range(processes):
-                self._pool.submit(int)  # start and import now
+                self._pool.submit(ready)  # start, and import this module, now
         self.processes = processes
 
     def close(self) -> None:
@@ -175,10 +182,12 @@ class Readers:
                 yield ahead.popleft().result()
 
 
-def readers_for(sconn) -> Readers:
-    """Worker processes when a table to digest is big enough to repay starting them (about a second)."""
-    for table in SOURCE_TABLES:
-        span = sqlite_read.rowid_range(sconn, table) if digest.eligible(table) else None
-        if span is not None and span[1] - span[0] + 1 >= PROCESS_ROWS:
-            return Readers(PROCESSES)
-    return Readers()
+def readers_for(snapshot: str) -> Readers:
+    """Worker processes when a table is big enough to repay them; made before any other thread starts."""
+    conn = sqlite3.connect(f"file:{Path(snapshot).resolve()}?mode=ro", uri=True)
+    try:
+        spans = [sqlite_read.rowid_range(conn, t) for t in SOURCE_TABLES]
+    finally:
+        conn.close()
+    big = any(span is not None and span[1] - span[0] + 1 >= PROCESS_ROWS for span in spans)
+    return Readers(PROCESSES if big else 0)

@@ -159,27 +159,29 @@ def validate(
         for note in notes:
             log(note)
         with ExitStack() as stack:
+            readers = None
+            if sample is None and by_digest:  # worker processes, forked before the ledger's thread starts
+                readers = digest_read.readers_for(snapshot)
+                stack.callback(readers.close)
             writer = None
             if record and sample is None and not notes:
                 writer = ledger.Writer(target, conn, record)
                 stack.callback(writer.close)
-            report = _compare(source, conn, cur, snapshot, sample, log, by_digest)
+            report = _compare(source, conn, cur, snapshot, sample, log, by_digest, readers)
             report = Report(snapshot, run_id, report.mode, notes, report.tables, time.monotonic() - started)
             if writer is not None and (said := writer.finish(report.ok, source, snapshot, run_id)):
                 log(said)
     return report
 
 
-def _compare(source: SourceDatabase, conn, cur, snapshot: str, sample: int | None, log, by_digest: bool) -> Report:
+def _compare(
+    source: SourceDatabase, conn, cur, snapshot: str, sample: int | None, log, by_digest: bool, readers
+) -> Report:
     """Every table compared (or a sample of each): a report without its header."""
     parents: dict[str, np.ndarray] = {}
     reports = []
     listed: list[pd.DataFrame] = []  # the listings the rules make of the agents, chunk by chunk
-    with source.connect(snapshot) as sconn, ExitStack() as stack:
-        readers = None
-        if sample is None and by_digest:  # worker processes start now, while the agents are compared
-            readers = digest_read.readers_for(sconn)
-            stack.callback(readers.close)
+    with source.connect(snapshot) as sconn:
         for table in SOURCE_TABLES:
             if sample is None:
                 found = listed if table is AGENTS else None
@@ -223,14 +225,6 @@ def source_chunks(snapshot: str, table: Table, rows: int) -> Iterator[pd.DataFra
                 yield raw
     finally:
         conn.close()
-
-
-def _sorted(parts: list[np.ndarray], dtype) -> np.ndarray:
-    """The parts as one sorted array, sorted in place: one copy of the keys in memory, not three."""
-    every = np.concatenate(parts) if parts else np.empty(0, dtype)
-    parts.clear()
-    every.sort()
-    return every
 
 
 def full_table(
@@ -290,8 +284,8 @@ def full_table(
             finish(*pending)
     rejects.finish()
     if table.name in PARENTS:
-        parents[table.name] = _sorted(keys, np.int64)
-    compare.strays(table, _sorted(seen, np.uint64), target_read.stream_keys(conn, table), tally)
+        parents[table.name] = compare.sorted_once(keys, np.int64)
+    compare.strays(table, compare.sorted_once(seen, np.uint64), target_read.stream_keys(conn, table), tally)
     return tally
 
 

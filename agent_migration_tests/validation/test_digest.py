@@ -16,7 +16,7 @@ from agent_migration.core.values import SURROGATES
 from agent_migration.postgres.ddl import SCHEMA
 from agent_migration.postgres.merge import target as qualified
 from agent_migration.source import sqlite_read
-from agent_migration.validation import digest, digest_read, expected
+from agent_migration.validation import digest, digest_pass, digest_read, expected
 from agent_migration_tests.conftest import create_database, query
 from agent_migration_tests.core.test_rules import sqlite_values
 from agent_migration_tests.dagster_layer.test_bad_input import _write
@@ -229,3 +229,24 @@ def _plant(url: str, planted: list[tuple]) -> None:
                 cur.execute(edit)
             except psycopg2.Error:
                 conn.rollback()
+
+
+def test_chunks_sifted_in_worker_processes_prove_what_one_thread_proves(tmp_path, pg_url, monkeypatch):
+    """The same messy source, a difference planted: sifted by two forked workers (every table counts as
+    big), the report is the thread's, line for line."""
+    from agent_migration.sample import write_sample
+    from agent_migration_tests.conftest import run_migration
+
+    source = tmp_path / "db.sqlite"
+    write_sample(source, scale="tiny", seed=5)
+    assert run_migration(source, pg_url, tmp_path).success
+    with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE chat_messages SET message = message || '!' WHERE id = (SELECT max(id) FROM chat_messages)")
+    reports = {}
+    monkeypatch.setattr(digest_pass, "ROWS", 16)  # many chunks, each with its own digests
+    for workers, big in (("thread", 10**12), ("processes", 1)):
+        monkeypatch.setattr(digest_read, "PROCESS_ROWS", big)
+        reports[workers] = check(source, pg_url, tmp_path)
+    assert reports["processes"].lines() == reports["thread"].lines()
+    assert [_counts(t) for t in reports["processes"].tables] == [_counts(t) for t in reports["thread"].tables]
+    assert any(line.startswith("chat_messages id=") and " message: " in line for line in reports["processes"].lines())
