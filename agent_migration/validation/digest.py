@@ -1,22 +1,23 @@
 """Digests of canonical rows: one per chunk, computed by PostgreSQL over the stored rows and here over
 the expected ones, so that a full `validate` moves a digest, not every row, wherever the two agree.
 
-The canonical text of a row is its migrated columns' tokens, in the spec's order, each self-delimiting:
+The canonical text of a row is its migrated columns' tokens (`ordered`: the spec's order, JSON columns
+last), each self-delimiting:
 - NULL: `N;`
 - an integer, a timestamp (microseconds since the epoch, UTC), money (integer cents), a boolean (1/0):
   `i<digits>;`
-- text and usernames (the user's name): `s<UTF-8 byte length>:<text>`
+- text, usernames (the user's name) and JSON (JSONB's text of it): `s<UTF-8 byte length>:<text>`
 
 so NULL is apart from '', 'a|b' from 'a','b', a timestamp's last microsecond and a cent show. A chunk's
 digest is the MD5 of its rows' texts joined by a newline in key order (byte order for text keys), with
 the row count beside it.
 
 The expected side computes the text of a plain row in SQLite itself (`source_select`: the checks that
-make a value plain, stricter than `plain.py`'s, and the token, in SQL over the stored value), and of any
-other row from what the exact rules made of it (`render`). PostgreSQL renders the target's stored values
-(`target_digest`). A table with a JSON column has no digest (JSONB's text form is the server's own).
-A property test holds the SQL-plain rows to the exact rules; any chunk whose digests differ is compared
-value by value, which names the column.
+make a value plain, stricter than `plain.py`'s, and the token, in SQL over the stored value; a JSON
+value is parsed and printed here, `json_token`), and of any other row from what the exact rules made of
+it (`render`). PostgreSQL renders the target's stored values (`Target`). A property test holds the
+SQL-plain rows to the exact rules, another PostgreSQL's texts to ours; any chunk whose digests differ is
+compared value by value, which names the column.
 """
 
 from __future__ import annotations
